@@ -27,5 +27,12 @@ pub mod reply;
 pub mod signature;
 pub mod xml;
 
+pub use crypto::{CryptoError, MessageCipher, Plaintext};
+pub use dedup::DedupKey;
+pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope};
 pub use error::ErrorCode;
-// The crate-root re-exports of the other modules' main types are added once each module exists.
+pub use inbound::{Event, Header, Inbound, Kind};
+pub use key::{AesKey, AppId, KeyError, Token};
+pub use reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
+pub use signature::{Signature, SignatureError};
+pub use xml::{Element, ParseError};

@@ -1,0 +1,748 @@
+//! The hardened reader: WeChat's XML dialect into a flat, borrowed element tree.
+//!
+//! This is a small tokenizer written for the job rather than a general XML library,
+//! because it runs on every request and the dialect is tiny: elements (attributes are
+//! skipped), text with the five predefined entities and character references, CDATA,
+//! comments and processing instructions. Everything else is an error, and in particular
+//! there is no DTD support at all: the tokenizer rejects a DOCTYPE or ENTITY declaration
+//! where it meets one, and a document rejected for any other reason is scanned for
+//! declarations first, so a declaration anywhere is reported as [`ParseError::Doctype`].
+//! A general parser (quick-xml 0.37) spent about twice as many instructions on a text
+//! message; it is kept as a dev-dependency to check this reader against
+//! (`tests/proptest_xml.rs`).
+//!
+//! The input is validated as UTF-8 once, so every name and text is a `&str` slice of it
+//! and the common message parses with one allocation (the element vector).
+
+use std::borrow::Cow;
+
+use super::{Element, Limits, ParseError};
+#[cfg(doc)]
+use super::is_valid_element_name;
+
+/// A parsed document: the elements in document order, borrowing from the input.
+///
+/// This is deliberately not a pointer tree: one vector holds every element, each knowing
+/// its parent and where its subtree ends, so parsing a message costs one allocation plus
+/// one for any text that had to be unescaped or joined.
+#[derive(Debug)]
+pub(crate) struct Document<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+/// One element of a [`Document`].
+#[derive(Debug)]
+struct Node<'a> {
+    /// The element name, borrowed from the input.
+    name: &'a str,
+    /// The text directly inside the element, borrowed unless it had to be built.
+    text: Cow<'a, str>,
+    /// The index of the parent element; the root is its own parent.
+    parent: usize,
+    /// One past the index of the last element of this subtree.
+    end: usize,
+}
+
+impl<'a> Document<'a> {
+    /// The index of the root element.
+    pub(crate) const ROOT: usize = 0;
+
+    /// Parses `input`, which must be a single `<xml>` element.
+    pub(crate) fn parse(input: &'a [u8], limits: Limits) -> Result<Document<'a>, ParseError> {
+        // The size check is O(1) and bounds the work of everything after it, including
+        // the declaration scan.
+        if input.len() > limits.max_bytes {
+            return Err(ParseError::TooLarge {
+                len: input.len(),
+                max: limits.max_bytes,
+            });
+        }
+        // The tokenizer rejects a declaration as soon as it reaches one. A document that
+        // fails for another reason first is scanned for declarations before the error is
+        // reported, so a declaration anywhere is always reported as such: the same result
+        // as scanning first, without making every valid message pay for the scan.
+        Document::tokenize(input, limits).map_err(|error| match error {
+            ParseError::Doctype => error,
+            other => reject_declarations(input).err().unwrap_or(other),
+        })
+    }
+
+    /// Parses `input` without the declaration scan.
+    fn tokenize(input: &'a [u8], limits: Limits) -> Result<Document<'a>, ParseError> {
+        let text = std::str::from_utf8(input).map_err(|_| ParseError::NotUtf8)?;
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+        let offset = input.len() - text.len();
+
+        let mut builder = TreeBuilder {
+            nodes: Vec::with_capacity(16),
+            current: None,
+            depth: 0,
+            root_done: false,
+            max_depth: limits.max_depth,
+        };
+        Tokenizer {
+            input: text,
+            position: 0,
+            offset,
+        }
+        .run(&mut builder)?;
+
+        let TreeBuilder { nodes, current, .. } = builder;
+        if let Some(index) = current {
+            let name = nodes.get(index).map_or("", |node| node.name);
+            return Err(ParseError::Malformed {
+                reason: format!("element <{name}> is not closed at the end of the input"),
+            });
+        }
+        match nodes.first() {
+            None => Err(ParseError::Malformed {
+                reason: "no root element".to_owned(),
+            }),
+            Some(root) if root.name != "xml" => Err(ParseError::WrongRoot),
+            Some(_) => Ok(Document { nodes }),
+        }
+    }
+
+    /// The name of element `index`.
+    pub(crate) fn name(&self, index: usize) -> &'a str {
+        self.nodes.get(index).map_or("", |node| node.name)
+    }
+
+    /// The text of element `index`.
+    pub(crate) fn text(&self, index: usize) -> &str {
+        self.nodes.get(index).map_or("", |node| &node.text)
+    }
+
+    /// Moves the text of element `index` out as an owned string.
+    ///
+    /// The text is left empty: each field is taken once while building a model.
+    pub(crate) fn take_text(&mut self, index: usize) -> String {
+        self.nodes
+            .get_mut(index)
+            .map(|node| std::mem::take(&mut node.text).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The children of element `index`, in document order.
+    pub(crate) fn children(&self, index: usize) -> Children<'_, 'a> {
+        let end = self.nodes.get(index).map_or(index, |node| node.end);
+        Children {
+            document: self,
+            next: index + 1,
+            end,
+        }
+    }
+
+    /// The first child of element `index` called `name`.
+    pub(crate) fn child(&self, index: usize, name: &str) -> Option<usize> {
+        self.children(index).find(|&child| self.name(child) == name)
+    }
+
+    /// A copy of element `index` and its subtree as a raw [`Element`].
+    pub(crate) fn to_element(&self, index: usize) -> Element {
+        Element {
+            name: self.name(index).to_owned(),
+            text: self.text(index).to_owned(),
+            children: self
+                .children(index)
+                .map(|child| self.to_element(child))
+                .collect(),
+        }
+    }
+}
+
+/// Iterator over the children of one element of a [`Document`].
+#[derive(Debug)]
+pub(crate) struct Children<'d, 'a> {
+    document: &'d Document<'a>,
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for Children<'_, '_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.next >= self.end {
+            return None;
+        }
+        let child = self.next;
+        // The next sibling starts where this child's subtree ends; a malformed `end` can
+        // only stop the iteration, never loop, because it is always greater than `child`.
+        self.next = self
+            .document
+            .nodes
+            .get(child)
+            .map_or(self.end, |node| node.end.max(child + 1));
+        Some(child)
+    }
+}
+
+/// The tokenizer: walks the input once, feeding a [`TreeBuilder`].
+#[derive(Debug)]
+struct Tokenizer<'a> {
+    /// The input after any byte-order mark.
+    input: &'a str,
+    /// The next byte to read.
+    position: usize,
+    /// The length of the skipped byte-order mark, so errors report input positions.
+    offset: usize,
+}
+
+impl<'a> Tokenizer<'a> {
+    /// Reads everything.
+    fn run(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
+        let bytes = self.input.as_bytes();
+        loop {
+            // Markup usually follows markup directly (`<A><![CDATA[…]]></A>`): only real
+            // text needs a search.
+            let markup = if bytes.get(self.position) == Some(&b'<') {
+                Some(self.position)
+            } else {
+                let rest = bytes.get(self.position..).unwrap_or_default();
+                memchr::memchr(b'<', rest).map(|found| self.position + found)
+            };
+            let text_end = markup.unwrap_or(bytes.len());
+            if text_end > self.position {
+                let text = self.slice(self.position, text_end)?;
+                self.text(text, builder)?;
+            }
+            let Some(start) = markup else {
+                return Ok(());
+            };
+            self.position = start;
+            match bytes.get(start + 1) {
+                Some(b'/') => self.end_tag(builder)?,
+                Some(b'!') => self.bang(builder)?,
+                Some(b'?') => {
+                    // A processing instruction or the XML declaration: nothing to keep.
+                    let end = self.find(start + 2, "?>", "processing instruction")?;
+                    self.position = end + 2;
+                }
+                Some(_) => self.start_tag(builder)?,
+                None => return Err(self.error("'<' at the end of the input")),
+            }
+        }
+    }
+
+    /// Handles character data between markup.
+    fn text(&self, raw: &'a str, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
+        if builder.current.is_none() {
+            if raw.bytes().all(is_xml_space) {
+                return Ok(());
+            }
+            return Err(self.error("text outside the root element"));
+        }
+        // Most text has no reference to resolve and is borrowed as it is.
+        let text = if memchr::memchr(b'&', raw.as_bytes()).is_some() {
+            Cow::Owned(unescape(raw).map_err(|reason| self.error(reason))?)
+        } else {
+            Cow::Borrowed(raw)
+        };
+        builder.append_text(text);
+        Ok(())
+    }
+
+    /// Handles `<name …>` and `<name …/>`.
+    fn start_tag(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
+        let bytes = self.input.as_bytes();
+        let name_start = self.position + 1;
+        // The name runs up to the first byte that cannot be part of one, which must then
+        // end it: whitespace, `/` or `>`.
+        let name_end = bytes
+            .get(name_start..)
+            .and_then(|rest| rest.iter().position(|&b| !is_name_byte(b)))
+            .map_or(bytes.len(), |found| name_start + found);
+        let name = self.slice(name_start, name_end)?;
+        let terminated = matches!(bytes.get(name_end), Some(&b) if is_xml_space(b) || b == b'/' || b == b'>');
+        if !terminated || !name.as_bytes().first().is_some_and(|&b| is_name_start_byte(b)) {
+            return Err(self.error("invalid element name"));
+        }
+        // Attributes are skipped; quoted values may contain `>` and `/`.
+        let mut cursor = name_end;
+        let close = loop {
+            match bytes.get(cursor) {
+                None => return Err(self.error("unterminated start tag")),
+                Some(b'>') => break cursor,
+                Some(&quote @ (b'"' | b'\'')) => {
+                    let value = bytes.get(cursor + 1..).unwrap_or_default();
+                    let Some(found) = memchr::memchr(quote, value) else {
+                        return Err(self.error("unterminated attribute value"));
+                    };
+                    cursor += found + 2;
+                }
+                Some(b'<') => return Err(self.error("'<' inside a start tag")),
+                Some(_) => cursor += 1,
+            }
+        };
+        let empty = close > name_end && bytes.get(close - 1) == Some(&b'/');
+        builder.open(name, empty, self.offset + self.position)?;
+        self.position = close + 1;
+        Ok(())
+    }
+
+    /// Handles `</name>`.
+    fn end_tag(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
+        // The expected `</name>` is checked directly; anything else takes the general path
+        // (trailing spaces, or an error).
+        let open = builder.current_name().unwrap_or_default();
+        let bytes = self.input.as_bytes();
+        let name_end = self.position + 2 + open.len();
+        if !open.is_empty()
+            && bytes.get(self.position + 2..name_end) == Some(open.as_bytes())
+            && bytes.get(name_end) == Some(&b'>')
+        {
+            builder.close_current();
+            self.position = name_end + 1;
+            return Ok(());
+        }
+        let close = self.find(self.position + 2, ">", "end tag")?;
+        let name = self.slice(self.position + 2, close)?;
+        let name = name.trim_end_matches([' ', '\t', '\n', '\r']);
+        builder.close(name, self.offset + self.position)?;
+        self.position = close + 1;
+        Ok(())
+    }
+
+    /// Handles `<!…`: CDATA, a comment, or a forbidden declaration.
+    fn bang(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
+        let rest = self.input.get(self.position..).unwrap_or_default();
+        if rest.starts_with("<![CDATA[") {
+            let body = self.position + 9;
+            let end = self.find(body, "]]>", "CDATA section")?;
+            if builder.current.is_none() {
+                return Err(self.error("CDATA outside the root element"));
+            }
+            builder.append_text(Cow::Borrowed(self.slice(body, end)?));
+            self.position = end + 3;
+        } else if rest.starts_with("<!--") {
+            let end = self.find(self.position + 4, "-->", "comment")?;
+            self.position = end + 3;
+        } else if starts_with_ignore_case(rest.as_bytes(), 2, b"DOCTYPE")
+            || starts_with_ignore_case(rest.as_bytes(), 2, b"ENTITY")
+        {
+            return Err(ParseError::Doctype);
+        } else {
+            return Err(self.error("unsupported markup declaration"));
+        }
+        Ok(())
+    }
+
+    /// The position of the next `needle` at or after `from`.
+    fn find(&self, from: usize, needle: &str, what: &str) -> Result<usize, ParseError> {
+        self.input
+            .as_bytes()
+            .get(from..)
+            .and_then(|rest| find_bytes(rest, needle.as_bytes()))
+            .map(|found| from + found)
+            .ok_or_else(|| self.error(&format!("unterminated {what}")))
+    }
+
+    /// `input[start..end]`; the bounds are always ASCII delimiters, so this only fails
+    /// on a bug, which is then reported rather than a panic.
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str, ParseError> {
+        self.input
+            .get(start..end)
+            .ok_or_else(|| self.error("internal: slice off a character boundary"))
+    }
+
+    /// A [`ParseError::Malformed`] at the current position.
+    fn error(&self, what: &str) -> ParseError {
+        malformed_at(what, self.offset + self.position)
+    }
+}
+
+/// The state of [`Document::parse`] between two tokens.
+#[derive(Debug)]
+struct TreeBuilder<'a> {
+    /// The elements seen so far, in document order.
+    nodes: Vec<Node<'a>>,
+    /// The innermost open element.
+    current: Option<usize>,
+    /// How many elements are open.
+    depth: usize,
+    /// Whether the root element has been closed; a second one is an error.
+    root_done: bool,
+    /// The configured depth bound.
+    max_depth: usize,
+}
+
+impl<'a> TreeBuilder<'a> {
+    /// Handles `<name>` (or `<name/>` when `empty`).
+    fn open(&mut self, name: &'a str, empty: bool, position: usize) -> Result<(), ParseError> {
+        if self.root_done {
+            return Err(malformed_at("a second root element", position));
+        }
+        if self.depth >= self.max_depth {
+            return Err(ParseError::TooDeep {
+                max: self.max_depth,
+            });
+        }
+        let index = self.nodes.len();
+        self.nodes.push(Node {
+            name,
+            text: Cow::Borrowed(""),
+            parent: self.current.unwrap_or(index),
+            end: index + 1,
+        });
+        if !empty {
+            self.depth += 1;
+            self.current = Some(index);
+        } else if self.current.is_none() {
+            self.root_done = true;
+        }
+        Ok(())
+    }
+
+    /// Handles `</name>`.
+    fn close(&mut self, name: &str, position: usize) -> Result<(), ParseError> {
+        match self.current_name() {
+            None => Err(malformed_at(
+                "a closing tag without an open element",
+                position,
+            )),
+            Some(open) if open != name => {
+                let reason = format!("</{name}> closes <{open}>");
+                Err(malformed_at(&reason, position))
+            }
+            Some(_) => {
+                self.close_current();
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the innermost open element, whose end tag has been checked.
+    fn close_current(&mut self) {
+        let subtree_end = self.nodes.len();
+        let open = self
+            .current
+            .and_then(|index| self.nodes.get_mut(index).map(|node| (index, node)));
+        let Some((index, node)) = open else {
+            return;
+        };
+        node.end = subtree_end;
+        // Whitespace between child elements is layout, not content.
+        if subtree_end > index + 1 && node.text.bytes().all(is_xml_space) {
+            node.text = Cow::Borrowed("");
+        }
+        self.depth = self.depth.saturating_sub(1);
+        if node.parent == index {
+            self.current = None;
+            self.root_done = true;
+        } else {
+            self.current = Some(node.parent);
+        }
+    }
+
+    /// The name of the innermost open element.
+    fn current_name(&self) -> Option<&'a str> {
+        self.current
+            .and_then(|index| self.nodes.get(index))
+            .map(|node| node.name)
+    }
+
+    /// Appends one text piece (a text run or a CDATA section) to the open element.
+    fn append_text(&mut self, piece: Cow<'a, str>) {
+        let Some(node) = self.current.and_then(|index| self.nodes.get_mut(index)) else {
+            return;
+        };
+        if piece.is_empty() {
+            return;
+        }
+        if node.text.is_empty() {
+            node.text = piece;
+        } else {
+            node.text.to_mut().push_str(&piece);
+        }
+    }
+}
+
+/// Resolves the predefined entities and character references of `raw`.
+///
+/// Any other entity is an error: without a DTD none can be declared.
+fn unescape(raw: &str) -> Result<String, &'static str> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
+        let (before, reference) = rest.split_at(amp);
+        out.push_str(before);
+        let reference = reference.get(1..).unwrap_or_default();
+        // Valid references are short; looking further only wastes time on garbage.
+        let semicolon = reference
+            .bytes()
+            .take(12)
+            .position(|b| b == b';')
+            .ok_or("unterminated entity reference")?;
+        let (name, after) = reference.split_at(semicolon);
+        let resolved = match name {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "apos" => '\'',
+            "quot" => '"',
+            _ => character_reference(name).ok_or("unknown entity or invalid character reference")?,
+        };
+        out.push(resolved);
+        rest = after.get(1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `#123` or `#x7B` as a character.
+fn character_reference(name: &str) -> Option<char> {
+    let (digits, radix) = match name.strip_prefix("#x") {
+        Some(hex) => (hex, 16),
+        None => (name.strip_prefix('#')?, 10),
+    };
+    // `from_str_radix` would also accept a sign.
+    if digits.is_empty() || !digits.bytes().all(|b| char::from(b).is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix)
+        .ok()
+        .and_then(char::from_u32)
+}
+
+/// Finds a DOCTYPE or ENTITY declaration anywhere in the input, however broken it is.
+///
+/// The scan knows just enough XML to skip CDATA sections and comments, so a user who
+/// types `<!DOCTYPE` into a chat message (which WeChat wraps in CDATA) is not rejected.
+fn reject_declarations(input: &[u8]) -> Result<(), ParseError> {
+    let mut position = 0;
+    while let Some(found) = input
+        .get(position..)
+        .and_then(|rest| find_bytes(rest, b"<!"))
+    {
+        let start = position + found;
+        let rest = input.get(start..).unwrap_or_default();
+        let skip_to = |opening: usize, closing: &[u8]| {
+            rest.get(opening..)
+                .and_then(|body| find_bytes(body, closing))
+                .map(|end| start + opening + end + closing.len())
+        };
+        position = if rest.starts_with(b"<![CDATA[") {
+            match skip_to(9, b"]]>") {
+                Some(next) => next,
+                // An unterminated section is the tokenizer's error to report.
+                None => return Ok(()),
+            }
+        } else if rest.starts_with(b"<!--") {
+            match skip_to(4, b"-->") {
+                Some(next) => next,
+                None => return Ok(()),
+            }
+        } else if starts_with_ignore_case(rest, 2, b"DOCTYPE")
+            || starts_with_ignore_case(rest, 2, b"ENTITY")
+        {
+            return Err(ParseError::Doctype);
+        } else {
+            start + 2
+        };
+    }
+    Ok(())
+}
+
+/// The position of the first `needle` in `haystack`.
+///
+/// The needles of this module are short and end in a byte that is rare where they are
+/// looked for (`!`, `>` inside CDATA or comments), so finding that byte with `memchr` and
+/// checking the bytes before it beats building a general substring searcher per call.
+pub(super) fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&last, head) = needle.split_last()?;
+    let mut from = head.len();
+    while let Some(found) = haystack
+        .get(from..)
+        .and_then(|rest| memchr::memchr(last, rest))
+    {
+        let end = from + found;
+        let start = end - head.len();
+        if haystack.get(start..end) == Some(head) {
+            return Some(start);
+        }
+        from = end + 1;
+    }
+    None
+}
+
+/// Whether `haystack[offset..]` starts with `needle`, ignoring ASCII case.
+fn starts_with_ignore_case(haystack: &[u8], offset: usize, needle: &[u8]) -> bool {
+    haystack
+        .get(offset..offset + needle.len())
+        .is_some_and(|candidate| candidate.eq_ignore_ascii_case(needle))
+}
+
+/// Whether `b` may appear in an element name: the ASCII name characters of XML, and any
+/// byte of a non-ASCII character (see [`is_valid_element_name`]).
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.') || b >= 0x80
+}
+
+/// Whether `b` may start an element name.
+fn is_name_start_byte(b: u8) -> bool {
+    b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || b >= 0x80
+}
+
+/// XML's four whitespace characters.
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A [`ParseError::Malformed`] at a byte position.
+fn malformed_at(what: &str, position: usize) -> ParseError {
+    ParseError::Malformed {
+        reason: format!("{what} at byte {position}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::xml::{Element, Limits, ParseError};
+
+    fn check_text(xml: &str, expected: &str) {
+        let root = Element::parse(xml.as_bytes()).unwrap();
+        assert_eq!(root.child("A").unwrap().text, expected, "{xml}");
+    }
+
+    #[test]
+    fn cdata_plain_escaped_and_mixed_text_are_equal() {
+        check_text("<xml><A><![CDATA[a<b & c]]></A></xml>", "a<b & c");
+        check_text("<xml><A>a&lt;b &amp; c</A></xml>", "a<b & c");
+        check_text("<xml><A>a&lt;<![CDATA[b & ]]>c</A></xml>", "a<b & c");
+        check_text("<xml><A>a&#60;b &#x26; c</A></xml>", "a<b & c");
+    }
+
+    #[test]
+    fn text_is_not_trimmed() {
+        check_text("<xml><A>  two\n lines \t</A></xml>", "  two\n lines \t");
+        check_text("<xml><A><![CDATA[ 😀 ]]></A></xml>", " 😀 ");
+        check_text("<xml><A></A></xml>", "");
+        check_text("<xml><A/></xml>", "");
+    }
+
+    #[test]
+    fn doctype_and_entities_are_rejected_first() {
+        for xml in [
+            "<!DOCTYPE xml [<!ENTITY x \"y\">]><xml><A>&x;</A></xml>",
+            "<?xml version=\"1.0\"?><!doctype xml><xml/>",
+            "<!-- c --><![CDATA[x]]><!DOCTYPE xml><xml/>",
+            "<xml><A><![CDATA[]]></A><!-- <![CDATA[ --><!DocType a></xml>",
+            "<xml><!ENTITY x \"y\"></xml>",
+            // Malformed and non-UTF-8 input with a declaration still reports the declaration.
+            "<xml><A>\u{0}</B><!DOCTYPE a></xml>",
+        ] {
+            assert_eq!(
+                Element::parse(xml.as_bytes()),
+                Err(ParseError::Doctype),
+                "{xml}"
+            );
+        }
+        let mut bytes = b"<xml><A>\xff</A>".to_vec();
+        bytes.extend_from_slice(b"<!DOCTYPE a></xml>");
+        assert_eq!(Element::parse(&bytes), Err(ParseError::Doctype));
+    }
+
+    #[test]
+    fn doctype_inside_cdata_or_comment_is_text() {
+        check_text(
+            "<xml><A><![CDATA[<!DOCTYPE html>]]></A></xml>",
+            "<!DOCTYPE html>",
+        );
+        check_text(
+            "<xml><!-- <!DOCTYPE x> --><A>&lt;!DOCTYPE</A></xml>",
+            "<!DOCTYPE",
+        );
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let limits = Limits {
+            max_bytes: 1024,
+            max_depth: 3,
+        };
+        assert!(Element::parse_with_limits(b"<xml><a><b>x</b></a></xml>", limits).is_ok());
+        assert_eq!(
+            Element::parse_with_limits(b"<xml><a><b><c>x</c></b></a></xml>", limits),
+            Err(ParseError::TooDeep { max: 3 })
+        );
+        assert_eq!(
+            Element::parse_with_limits(b"<xml><a><b><c/></b></a></xml>", limits),
+            Err(ParseError::TooDeep { max: 3 })
+        );
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(100), "</a>".repeat(100));
+        assert_eq!(
+            Element::parse(deep.as_bytes()),
+            Err(ParseError::TooDeep { max: 16 })
+        );
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let limits = Limits {
+            max_bytes: 20,
+            max_depth: 16,
+        };
+        assert!(Element::parse_with_limits(b"<xml><A>x</A></xml>", limits).is_ok());
+        assert_eq!(
+            Element::parse_with_limits(b"<xml><A>xy</A></xml> ", limits),
+            Err(ParseError::TooLarge { len: 21, max: 20 })
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_rejected() {
+        for xml in [
+            "",
+            "  ",
+            "<xml>",
+            "<xml><A></B></xml>",
+            "<xml></xml><xml></xml>",
+            "<xml></xml>text",
+            "text<xml></xml>",
+            "</xml>",
+            "<xml><A>&unknown;</A></xml>",
+            "<xml><a\"b>x</a\"b></xml>",
+        ] {
+            assert!(
+                matches!(
+                    Element::parse(xml.as_bytes()),
+                    Err(ParseError::Malformed { .. })
+                ),
+                "{xml}: {:?}",
+                Element::parse(xml.as_bytes())
+            );
+        }
+        assert_eq!(Element::parse(b"<root/>"), Err(ParseError::WrongRoot));
+        assert_eq!(
+            Element::parse(b"<xml><A>\xff</A></xml>"),
+            Err(ParseError::NotUtf8)
+        );
+        assert_eq!(
+            Element::parse(b"<xml><A><![CDATA[\xff]]></A></xml>"),
+            Err(ParseError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn nested_elements_keep_order_and_drop_layout_whitespace() {
+        let root =
+            Element::parse(b"<xml>\n <A>\n  <B>1</B>\n  <C> 2 </C>\n </A>\n <D/>\n</xml>").unwrap();
+        assert_eq!(
+            root,
+            Element {
+                name: "xml".into(),
+                text: String::new(),
+                children: vec![
+                    Element {
+                        name: "A".into(),
+                        text: String::new(),
+                        children: vec![Element::leaf("B", "1"), Element::leaf("C", " 2 ")],
+                    },
+                    Element::leaf("D", ""),
+                ],
+            }
+        );
+        assert_eq!(root.find(&["A", "C"]).unwrap().text, " 2 ");
+    }
+}

@@ -1,0 +1,577 @@
+//! Property tests of the XML layer: what the writer writes, the reader reads back; and no
+//! input makes a parser panic.
+//!
+//! Strings are drawn from pieces that stress the writer (`]]>`, emoji, `&`, `<`, CR LF,
+//! whitespace) plus arbitrary characters. Characters XML forbids are included for replies,
+//! where the expected result is the sanitized string; the inbound model is built from
+//! XML-legal strings so that the round trip is an identity.
+
+use proptest::prelude::*;
+use wechat_proto::envelope::{EncryptedReply, RequestEnvelope};
+use wechat_proto::inbound::{Event, Header, Inbound, Kind};
+use wechat_proto::reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
+use wechat_proto::xml::{sanitize_xml_text, Element};
+
+/// A string made of writer-stressing pieces, possibly with characters XML forbids.
+fn any_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("]]>".to_owned()),
+        Just("]]".to_owned()),
+        Just("<![CDATA[".to_owned()),
+        Just("😀".to_owned()),
+        Just("微信".to_owned()),
+        Just(" ".to_owned()),
+        Just("\n".to_owned()),
+        Just("\r\n".to_owned()),
+        Just("\t".to_owned()),
+        Just("&amp;".to_owned()),
+        Just("<".to_owned()),
+        Just("\u{0}".to_owned()),
+        Just("\u{1f}".to_owned()),
+        Just("\u{FFFE}".to_owned()),
+        Just("\u{FFFF}".to_owned()),
+        any::<char>().prop_map(String::from),
+        "[a-zA-Z0-9]{0,6}",
+    ];
+    prop::collection::vec(piece, 0..10).prop_map(|pieces| pieces.concat())
+}
+
+/// A string XML can carry unchanged.
+fn xml_text() -> impl Strategy<Value = String> {
+    any_text().prop_map(|text| sanitize_xml_text(&text).into_owned())
+}
+
+/// A finite float: NaN has no equality to round-trip to.
+fn finite() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>().prop_filter("finite", |f| f.is_finite()),
+        (-180.0..180.0f64),
+        (0u32..30).prop_map(f64::from),
+    ]
+}
+
+/// A name that cannot be one of the header or `Event` elements.
+fn field_name() -> impl Strategy<Value = String> {
+    "[a-z_][a-zA-Z0-9_.-]{0,8}"
+}
+
+/// A raw element tree, normalised the way the reader sees it: an element with children
+/// has no whitespace-only text.
+fn element() -> impl Strategy<Value = Element> {
+    let leaf = (field_name(), xml_text()).prop_map(|(name, text)| Element::leaf(name, text));
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        (field_name(), xml_text(), prop::collection::vec(inner, 0..4)).prop_map(
+            |(name, text, children)| {
+                let layout_only = text
+                    .bytes()
+                    .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                let text = if !children.is_empty() && layout_only {
+                    String::new()
+                } else {
+                    text
+                };
+                Element {
+                    name,
+                    text,
+                    children,
+                }
+            },
+        )
+    })
+}
+
+fn fields() -> impl Strategy<Value = Vec<Element>> {
+    prop::collection::vec(element(), 0..4)
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(xml_text())
+}
+
+/// A value no typed variant claims, compared case-insensitively.
+fn unknown_name(known: &'static [&'static str]) -> impl Strategy<Value = String> {
+    "[a-zA-Z_]{0,12}".prop_filter("not a known name", move |name| {
+        !known.iter().any(|k| k.eq_ignore_ascii_case(name))
+    })
+}
+
+const MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "event",
+];
+const EVENTS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "scan",
+    "location",
+    "click",
+    "view",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "view_miniprogram",
+    "templatesendjobfinish",
+    "masssendjobfinish",
+    "kf_create_session",
+    "kf_close_session",
+    "kf_switch_session",
+];
+
+fn event() -> impl Strategy<Value = Event> {
+    let pics = || {
+        (
+            xml_text(),
+            any::<u32>(),
+            prop::collection::vec(xml_text(), 0..4),
+        )
+    };
+    let scan = || (xml_text(), xml_text(), xml_text());
+    prop_oneof![
+        (opt_text(), opt_text()).prop_map(|(event_key, ticket)| {
+            let scene = event_key
+                .as_deref()
+                .and_then(|key| key.strip_prefix("qrscene_"))
+                .map(str::to_owned);
+            Event::Subscribe {
+                event_key,
+                scene,
+                ticket,
+            }
+        }),
+        xml_text().prop_map(|scene| Event::Subscribe {
+            event_key: Some(format!("qrscene_{scene}")),
+            scene: Some(scene),
+            ticket: Some("t".into()),
+        }),
+        Just(Event::Unsubscribe),
+        (xml_text(), opt_text()).prop_map(|(event_key, ticket)| Event::Scan { event_key, ticket }),
+        (finite(), finite(), prop::option::of(finite())).prop_map(
+            |(latitude, longitude, precision)| {
+                Event::Location {
+                    latitude,
+                    longitude,
+                    precision,
+                }
+            }
+        ),
+        xml_text().prop_map(|event_key| Event::Click { event_key }),
+        (xml_text(), opt_text()).prop_map(|(url, menu_id)| Event::View { url, menu_id }),
+        scan().prop_map(|(event_key, scan_type, scan_result)| Event::ScancodePush {
+            event_key,
+            scan_type,
+            scan_result
+        }),
+        scan().prop_map(
+            |(event_key, scan_type, scan_result)| Event::ScancodeWaitmsg {
+                event_key,
+                scan_type,
+                scan_result
+            }
+        ),
+        pics().prop_map(|(event_key, count, pic_md5_sums)| Event::PicSysphoto {
+            event_key,
+            count,
+            pic_md5_sums
+        }),
+        pics().prop_map(|(event_key, count, pic_md5_sums)| Event::PicPhotoOrAlbum {
+            event_key,
+            count,
+            pic_md5_sums
+        }),
+        pics().prop_map(|(event_key, count, pic_md5_sums)| Event::PicWeixin {
+            event_key,
+            count,
+            pic_md5_sums
+        }),
+        (
+            xml_text(),
+            finite(),
+            finite(),
+            prop::option::of(finite()),
+            xml_text(),
+            xml_text()
+        )
+            .prop_map(
+                |(event_key, location_x, location_y, scale, label, poiname)| {
+                    Event::LocationSelect {
+                        event_key,
+                        location_x,
+                        location_y,
+                        scale,
+                        label,
+                        poiname,
+                    }
+                }
+            ),
+        (xml_text(), opt_text())
+            .prop_map(|(page_path, menu_id)| Event::ViewMiniprogram { page_path, menu_id }),
+        (prop::option::of(any::<u64>()), xml_text())
+            .prop_map(|(msg_id, status)| Event::TemplateSendJobFinish { msg_id, status }),
+        (
+            prop::option::of(any::<u64>()),
+            xml_text(),
+            prop::array::uniform4(prop::option::of(any::<u64>())),
+        )
+            .prop_map(
+                |(msg_id, status, [total_count, filter_count, sent_count, error_count])| {
+                    Event::MassSendJobFinish {
+                        msg_id,
+                        status,
+                        total_count,
+                        filter_count,
+                        sent_count,
+                        error_count,
+                    }
+                }
+            ),
+        xml_text().prop_map(|kf_account| Event::KfCreateSession { kf_account }),
+        xml_text().prop_map(|kf_account| Event::KfCloseSession { kf_account }),
+        (xml_text(), xml_text()).prop_map(|(from_kf_account, to_kf_account)| {
+            Event::KfSwitchSession {
+                from_kf_account,
+                to_kf_account,
+            }
+        }),
+        (unknown_name(EVENTS), fields())
+            .prop_map(|(event, fields)| Event::Unknown { event, fields }),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        xml_text().prop_map(|content| Kind::Text { content }),
+        (xml_text(), xml_text()).prop_map(|(pic_url, media_id)| Kind::Image { pic_url, media_id }),
+        (xml_text(), xml_text(), opt_text(), opt_text()).prop_map(
+            |(media_id, format, recognition, media_id_16k)| {
+                Kind::Voice {
+                    media_id,
+                    format,
+                    recognition,
+                    media_id_16k,
+                }
+            }
+        ),
+        (xml_text(), xml_text()).prop_map(|(media_id, thumb_media_id)| Kind::Video {
+            media_id,
+            thumb_media_id
+        }),
+        (xml_text(), xml_text()).prop_map(|(media_id, thumb_media_id)| Kind::ShortVideo {
+            media_id,
+            thumb_media_id
+        }),
+        (finite(), finite(), prop::option::of(finite()), xml_text()).prop_map(
+            |(location_x, location_y, scale, label)| {
+                Kind::Location {
+                    location_x,
+                    location_y,
+                    scale,
+                    label,
+                }
+            }
+        ),
+        (xml_text(), xml_text(), xml_text()).prop_map(|(title, description, url)| Kind::Link {
+            title,
+            description,
+            url
+        }),
+        event().prop_map(Kind::Event),
+        (unknown_name(MSG_TYPES), fields())
+            .prop_map(|(msg_type, fields)| Kind::Unknown { msg_type, fields }),
+    ]
+}
+
+fn inbound() -> impl Strategy<Value = Inbound> {
+    (
+        xml_text(),
+        xml_text(),
+        any::<i64>(),
+        prop::option::of(any::<u64>()),
+        opt_text(),
+        prop::option::of(any::<u32>()),
+        kind(),
+    )
+        .prop_map(
+            |(to_user_name, from_user_name, create_time, msg_id, msg_data_id, idx, kind)| {
+                // Events carry no message id (see `Header::msg_id`).
+                let msg_id = if matches!(kind, Kind::Event(_)) {
+                    None
+                } else {
+                    msg_id
+                };
+                Inbound {
+                    header: Header {
+                        to_user_name,
+                        from_user_name,
+                        create_time,
+                        msg_id,
+                        msg_data_id,
+                        idx,
+                    },
+                    kind,
+                }
+            },
+        )
+}
+
+fn opt_any_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(any_text())
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let article = (any_text(), any_text(), any_text(), any_text()).prop_map(
+        |(title, description, pic_url, url)| Article {
+            title,
+            description,
+            pic_url,
+            url,
+        },
+    );
+    prop_oneof![
+        Just(Reply::Success),
+        any_text().prop_map(|content| Reply::Text { content }),
+        any_text().prop_map(|media_id| Reply::Image { media_id }),
+        any_text().prop_map(|media_id| Reply::Voice { media_id }),
+        (any_text(), opt_any_text(), opt_any_text()).prop_map(|(media_id, title, description)| {
+            Reply::Video {
+                media_id,
+                title,
+                description,
+            }
+        }),
+        (
+            opt_any_text(),
+            opt_any_text(),
+            opt_any_text(),
+            opt_any_text(),
+            any_text()
+        )
+            .prop_map(
+                |(title, description, music_url, hq_music_url, thumb_media_id)| Reply::Music {
+                    title,
+                    description,
+                    music_url,
+                    hq_music_url,
+                    thumb_media_id,
+                }
+            ),
+        prop::collection::vec(article, 1..9).prop_map(|articles| Reply::News { articles }),
+        opt_any_text().prop_map(|kf_account| Reply::TransferCustomerService { kf_account }),
+    ]
+}
+
+fn clean(text: &str) -> String {
+    sanitize_xml_text(text).into_owned()
+}
+
+fn clean_opt(text: &Option<String>) -> Option<String> {
+    text.as_deref().map(clean)
+}
+
+/// What a reply reads back as: every string sanitized.
+fn sanitized(reply: &Reply) -> Reply {
+    match reply {
+        Reply::Text { content } => Reply::Text {
+            content: clean(content),
+        },
+        Reply::Image { media_id } => Reply::Image {
+            media_id: clean(media_id),
+        },
+        Reply::Voice { media_id } => Reply::Voice {
+            media_id: clean(media_id),
+        },
+        Reply::Video {
+            media_id,
+            title,
+            description,
+        } => Reply::Video {
+            media_id: clean(media_id),
+            title: clean_opt(title),
+            description: clean_opt(description),
+        },
+        Reply::Music {
+            title,
+            description,
+            music_url,
+            hq_music_url,
+            thumb_media_id,
+        } => Reply::Music {
+            title: clean_opt(title),
+            description: clean_opt(description),
+            music_url: clean_opt(music_url),
+            hq_music_url: clean_opt(hq_music_url),
+            thumb_media_id: clean(thumb_media_id),
+        },
+        Reply::News { articles } => Reply::News {
+            articles: articles
+                .iter()
+                .map(|a| Article {
+                    title: clean(&a.title),
+                    description: clean(&a.description),
+                    pic_url: clean(&a.pic_url),
+                    url: clean(&a.url),
+                })
+                .collect(),
+        },
+        Reply::TransferCustomerService { kf_account } => Reply::TransferCustomerService {
+            kf_account: clean_opt(kf_account),
+        },
+        other => other.clone(),
+    }
+}
+
+/// Byte soup that looks enough like XML to reach deep into the parser.
+fn xmlish_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let token = prop_oneof![
+        Just(b"<xml>".to_vec()),
+        Just(b"</xml>".to_vec()),
+        Just(b"<MsgType>".to_vec()),
+        Just(b"</MsgType>".to_vec()),
+        Just(b"<Encrypt>".to_vec()),
+        Just(b"</Encrypt>".to_vec()),
+        Just(
+            b"<ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>"
+                .to_vec()
+        ),
+        Just(b"event".to_vec()),
+        Just(b"<Event>subscribe</Event>".to_vec()),
+        Just(b"<![CDATA[".to_vec()),
+        Just(b"]]>".to_vec()),
+        Just(b"<!--".to_vec()),
+        Just(b"-->".to_vec()),
+        Just(b"<!DOCTYPE".to_vec()),
+        Just(b"<!ENTITY".to_vec()),
+        Just(b"<?xml version=\"1.0\"?>".to_vec()),
+        Just(b"&amp;".to_vec()),
+        Just(b"&#x0;".to_vec()),
+        Just(b"&#99999999;".to_vec()),
+        Just(b"&".to_vec()),
+        Just(b"<a/>".to_vec()),
+        Just(b"<a b='c'>".to_vec()),
+        Just(b"</a>".to_vec()),
+        Just(b"<".to_vec()),
+        Just(b">".to_vec()),
+        Just(b"\xff\xfe".to_vec()),
+        Just("😀".as_bytes().to_vec()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.concat())
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..512), xmlish_bytes()]
+}
+
+/// Runs every parser on `bytes`; the property is that none panics.
+fn parse_everything(bytes: &[u8]) {
+    let _ = Inbound::parse(bytes);
+    let _ = RequestEnvelope::parse(bytes);
+    let _ = EncryptedReply::parse(bytes);
+    let _ = Reply::parse(bytes);
+    let _ = Element::parse(bytes);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn reply_render_then_parse_gives_the_sanitized_reply(
+        reply in reply(),
+        to in any_text(),
+        from in any_text(),
+        create_time in any::<i64>(),
+    ) {
+        let target = ReplyTarget { to_user_name: &to, from_user_name: &from, create_time, max_articles: 8 };
+        match reply.render(&target) {
+            Ok(xml) => {
+                let (header, parsed) = Reply::parse(xml.as_bytes()).unwrap();
+                prop_assert_eq!(parsed, sanitized(&reply));
+                if reply != Reply::Success {
+                    prop_assert_eq!(header, ReplyHeader {
+                        to_user_name: clean(&to),
+                        from_user_name: clean(&from),
+                        create_time,
+                    });
+                }
+            }
+            // Only an empty required media id is refused here (the texts are short).
+            Err(ReplyError::MissingField { .. }) => {
+                let empty = match &reply {
+                    Reply::Image { media_id } | Reply::Voice { media_id } | Reply::Video { media_id, .. } => clean(media_id).is_empty(),
+                    Reply::Music { thumb_media_id, .. } => clean(thumb_media_id).is_empty(),
+                    _ => false,
+                };
+                prop_assert!(empty, "{:?}", reply);
+            }
+            Err(error) => prop_assert!(false, "{:?}: {}", reply, error),
+        }
+    }
+
+    #[test]
+    fn inbound_to_xml_then_parse_is_identity(inbound in inbound()) {
+        let xml = inbound.to_xml();
+        let parsed = Inbound::parse(xml.as_bytes());
+        prop_assert_eq!(parsed.as_ref(), Ok(&inbound), "{}", xml);
+    }
+
+    #[test]
+    fn inbound_json_round_trips(inbound in inbound()) {
+        let json = serde_json::to_string(&inbound).unwrap();
+        let parsed: Inbound = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(parsed, inbound, "{}", json);
+    }
+
+    #[test]
+    fn reply_json_round_trips(reply in reply()) {
+        let json = serde_json::to_string(&reply).unwrap();
+        prop_assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), reply);
+    }
+
+    #[test]
+    fn envelopes_round_trip(to in opt_any_text(), encrypt in any_text(), signature in any_text(), timestamp in any_text(), nonce in any_text()) {
+        let envelope = RequestEnvelope { to_user_name: to, encrypt };
+        let parsed = RequestEnvelope::parse(envelope.to_xml().as_bytes()).unwrap();
+        prop_assert_eq!(parsed, RequestEnvelope {
+            to_user_name: clean_opt(&envelope.to_user_name),
+            encrypt: clean(&envelope.encrypt),
+        });
+        let reply = EncryptedReply { encrypt: envelope.encrypt.clone(), msg_signature: signature, timestamp, nonce };
+        let parsed = EncryptedReply::parse(reply.to_xml().as_bytes()).unwrap();
+        prop_assert_eq!(parsed, EncryptedReply {
+            encrypt: clean(&reply.encrypt),
+            msg_signature: clean(&reply.msg_signature),
+            timestamp: clean(&reply.timestamp),
+            nonce: clean(&reply.nonce),
+        });
+    }
+
+    #[test]
+    fn parsers_never_panic(bytes in bytes()) {
+        parse_everything(&bytes);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mutated_messages(
+        inbound in inbound(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let mut bytes = inbound.to_xml().into_bytes();
+        for (at, byte, action) in edits {
+            let position = at.index(bytes.len() + 1);
+            match action {
+                0 => bytes.insert(position, byte),
+                1 if position < bytes.len() => { bytes.remove(position); }
+                _ => if let Some(slot) = bytes.get_mut(position) { *slot = byte },
+            }
+        }
+        parse_everything(&bytes);
+    }
+}

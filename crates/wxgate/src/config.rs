@@ -1,0 +1,586 @@
+//! Configuration: raw sources (TOML file, `WXGATE_*` environment overrides) parsed once
+//! into one validated [`Config`].
+//!
+//! Nothing else in the crate reads environment variables or files for settings. Every
+//! validation error names the field it is about (`accounts[0].encoding_aes_key: …`), so a
+//! broken config fails at start-up with a message an operator can act on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wechat_proto::{AesKey, AppId, Reply, Token};
+
+use crate::store::DEFAULT_RETENTION;
+
+/// The default per-attempt budget: WeChat waits 5 s; 1 s is left for the network.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(4000);
+/// The default request body cap.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// The default accepted clock skew of a request's `timestamp`.
+pub const DEFAULT_TIMESTAMP_WINDOW_SECS: u64 = 300;
+/// The default text answered on the last attempt under `ride_retries`.
+pub const DEFAULT_STILL_WORKING_TEXT: &str = "正在处理，请稍后发送任意消息查看结果。";
+
+/// A configuration error, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The dotted path of the field, e.g. `accounts[0].token`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The socket address `wxgate serve` listens on.
+    pub listen: SocketAddr,
+    /// The request body cap, in bytes; larger bodies get 413 before any parsing.
+    pub body_limit: usize,
+    /// How long shutdown waits for in-flight handlers.
+    pub shutdown_grace: Duration,
+    /// Emit logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// The store backend.
+    pub store: StoreConfig,
+    /// The accounts, each served at `/wx/{name}`.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// The store backend and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// In memory: lost on restart; for tests and demos.
+    Memory {
+        /// How long claims and replies stay live.
+        retention: Duration,
+    },
+    /// One SQLite file (the default).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// How long claims and replies stay live.
+        retention: Duration,
+        /// `synchronous = FULL` (survives power loss) instead of `NORMAL` (survives a
+        /// process crash).
+        synchronous_full: bool,
+    },
+}
+
+/// The encryption mode configured for an account in WeChat's console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Bodies and replies in clear.
+    Plaintext,
+    /// Clear fields plus `Encrypt`; only the decrypted copy is used.
+    Compatible,
+    /// Only `Encrypt`; replies encrypted.
+    Safe,
+}
+
+impl Mode {
+    /// The configuration name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Plaintext => "plaintext",
+            Mode::Compatible => "compatible",
+            Mode::Safe => "safe",
+        }
+    }
+}
+
+/// What an attempt answers when the reply is not ready within its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Answer `success`, keep working, record the late reply.
+    Ack,
+    /// Hold attempts open so WeChat retries; answer the first attempt that finds the
+    /// reply; on the last attempt answer a "still working" text and hand the reply to the
+    /// follower's next message.
+    RideRetries,
+    /// Answer `success` and deliver the reply through the customer-service API.
+    Push,
+}
+
+impl Policy {
+    /// The configuration name of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Ack => "ack",
+            Policy::RideRetries => "ride_retries",
+            Policy::Push => "push",
+        }
+    }
+}
+
+/// One Official Account, validated.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// The path segment: the account is served at `/wx/{name}`.
+    pub name: String,
+    /// The AppID expected inside every ciphertext.
+    pub app_id: AppId,
+    /// The token of both signatures.
+    pub token: Token,
+    /// The current EncodingAESKey (required for compatible and safe).
+    pub aes_key: Option<AesKey>,
+    /// The previous EncodingAESKey, also accepted during a key rotation.
+    pub previous_aes_key: Option<AesKey>,
+    /// The mode configured in WeChat's console; requests cannot downgrade it.
+    pub mode: Mode,
+    /// The accepted skew of `timestamp`; `None` disables the check.
+    pub timestamp_window: Option<Duration>,
+    /// The time an attempt may take before the policy decides.
+    pub budget: Duration,
+    /// What to answer when the budget runs out.
+    pub policy: Policy,
+    /// The text answered on the last attempt under `ride_retries`.
+    pub still_working_text: String,
+    /// Which delivery counts as WeChat's last one under `ride_retries`.
+    pub last_attempt: u32,
+    /// How long a handler may run at all before it is recorded as failed.
+    pub handler_timeout: Duration,
+    /// Built-in rules, first match wins.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A built-in rule: a matcher and what to answer.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// Wire `MsgType` to match (`text`, `event`, …); `None` matches any.
+    pub kind: Option<String>,
+    /// Event name (case-insensitive), for `kind = "event"`.
+    pub event: Option<String>,
+    /// Exact keyword (trimmed, case-insensitive) of a text message.
+    pub keyword: Option<String>,
+    /// A regular expression over the text content (or voice recognition).
+    pub regex: Option<regex::Regex>,
+    /// Only these senders (OpenIDs).
+    pub from: Vec<String>,
+    /// What to answer.
+    pub action: RuleAction,
+}
+
+/// What a rule answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleAction {
+    /// A reply whose strings are templates over the inbound fields (`{content}`, …).
+    Reply(Reply),
+    /// Echo: the text back, the voice recognition back, a description of anything else.
+    Echo,
+    /// Answer the bare `success`.
+    Success,
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw forms, exactly as in the TOML file.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    body_limit_bytes: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+    log_format: Option<String>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    backend: Option<String>,
+    path: Option<PathBuf>,
+    retention_secs: Option<u64>,
+    synchronous: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Option<String>,
+    app_id: Option<String>,
+    token: Option<String>,
+    encoding_aes_key: Option<String>,
+    previous_encoding_aes_key: Option<String>,
+    mode: Option<Mode>,
+    timestamp_window_secs: Option<u64>,
+    budget_ms: Option<u64>,
+    policy: Option<Policy>,
+    still_working_text: Option<String>,
+    ride_retries_last_attempt: Option<u32>,
+    handler_timeout_secs: Option<u64>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    kind: Option<String>,
+    event: Option<String>,
+    keyword: Option<String>,
+    regex: Option<String>,
+    #[serde(default)]
+    from: Vec<String>,
+    #[serde(default)]
+    echo: bool,
+    reply: Option<toml::Value>,
+}
+
+const KINDS: [&str; 8] = [
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "event",
+];
+
+impl Config {
+    /// Parses and validates a TOML document, then applies `WXGATE_*` overrides from `env`.
+    ///
+    /// `env` is passed in (not read here) so tests can supply their own.
+    pub fn from_toml(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        Config::validate(raw, env)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::from_toml(&text, env)
+    }
+
+    /// The built-in demo: one plaintext and one safe-mode account with an echo rule, on
+    /// `./wxgate.db`. The secrets are generated by the caller (so every install differs).
+    pub fn demo(token: &str, encoding_aes_key: &str, app_id: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            r#"
+listen = "127.0.0.1:8080"
+[store]
+backend = "sqlite"
+path = "wxgate.db"
+[[accounts]]
+name = "demo"
+app_id = "{app_id}"
+token = "{token}"
+encoding_aes_key = "{encoding_aes_key}"
+mode = "plaintext"
+[[accounts.rules]]
+echo = true
+[[accounts]]
+name = "demo-safe"
+app_id = "{app_id}"
+token = "{token}"
+encoding_aes_key = "{encoding_aes_key}"
+mode = "safe"
+[[accounts.rules]]
+echo = true
+"#
+        );
+        Config::from_toml(&text, &BTreeMap::new())
+    }
+
+    fn validate(mut raw: RawConfig, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        apply_env(&mut raw, env)?;
+        let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen = listen_text
+            .parse()
+            .map_err(|_| ConfigError::new("listen", format!("{listen_text:?} is not host:port")))?;
+        let body_limit = raw.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT);
+        if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
+            return Err(ConfigError::new(
+                "body_limit_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let log_json = match raw.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ))
+            }
+        };
+        let store = validate_store(&raw.store)?;
+        if raw.accounts.is_empty() {
+            return Err(ConfigError::new("accounts", "at least one account is required"));
+        }
+        let mut names = HashSet::new();
+        let mut accounts = Vec::with_capacity(raw.accounts.len());
+        for (index, account) in raw.accounts.iter().enumerate() {
+            let account = validate_account(index, account)?;
+            if !names.insert(account.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("accounts[{index}].name"),
+                    format!("{:?} is used twice", account.name),
+                ));
+            }
+            accounts.push(account);
+        }
+        Ok(Config {
+            listen,
+            body_limit,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
+            log_json,
+            store,
+            accounts,
+        })
+    }
+}
+
+/// Applies the `WXGATE_*` overrides: `WXGATE_LISTEN`, `WXGATE_STORE_PATH`,
+/// `WXGATE_STORE_BACKEND`, `WXGATE_LOG_FORMAT`, and per account (name upper-cased, `-`
+/// as `_`) `WXGATE_ACCOUNT_<NAME>_TOKEN`, `…_ENCODING_AES_KEY`,
+/// `…_PREVIOUS_ENCODING_AES_KEY`, `…_APP_ID` — so secrets need not sit in the file.
+fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    if let Some(listen) = env.get("WXGATE_LISTEN") {
+        raw.listen = Some(listen.clone());
+    }
+    if let Some(path) = env.get("WXGATE_STORE_PATH") {
+        raw.store.path = Some(PathBuf::from(path));
+    }
+    if let Some(backend) = env.get("WXGATE_STORE_BACKEND") {
+        raw.store.backend = Some(backend.clone());
+    }
+    if let Some(format) = env.get("WXGATE_LOG_FORMAT") {
+        raw.log_format = Some(format.clone());
+    }
+    for account in &mut raw.accounts {
+        let Some(name) = &account.name else { continue };
+        let prefix = format!(
+            "WXGATE_ACCOUNT_{}_",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        let get = |suffix: &str| env.get(&format!("{prefix}{suffix}")).cloned();
+        account.token = get("TOKEN").or(account.token.take());
+        account.encoding_aes_key = get("ENCODING_AES_KEY").or(account.encoding_aes_key.take());
+        account.previous_encoding_aes_key = get("PREVIOUS_ENCODING_AES_KEY")
+            .or(account.previous_encoding_aes_key.take());
+        account.app_id = get("APP_ID").or(account.app_id.take());
+    }
+    let known_prefix = "WXGATE_";
+    for key in env.keys().filter(|k| k.starts_with(known_prefix)) {
+        let known = ["WXGATE_LISTEN", "WXGATE_STORE_PATH", "WXGATE_STORE_BACKEND", "WXGATE_LOG_FORMAT", "WXGATE_CONFIG", "WXGATE_LOG"]
+            .contains(&key.as_str())
+            || key.starts_with("WXGATE_ACCOUNT_");
+        if !known {
+            return Err(ConfigError::new(key.clone(), "unknown WXGATE_ variable"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
+    let retention = Duration::from_secs(raw.retention_secs.unwrap_or(DEFAULT_RETENTION.as_secs()));
+    if retention < Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "store.retention_secs",
+            "must be at least 60 (WeChat retries for about 20 s)",
+        ));
+    }
+    match raw.backend.as_deref().unwrap_or("sqlite") {
+        "memory" => Ok(StoreConfig::Memory { retention }),
+        "sqlite" => {
+            let synchronous_full = match raw.synchronous.as_deref() {
+                None | Some("normal") => false,
+                Some("full") => true,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "store.synchronous",
+                        format!("{other:?} is not normal or full"),
+                    ))
+                }
+            };
+            Ok(StoreConfig::Sqlite {
+                path: raw.path.clone().unwrap_or_else(|| PathBuf::from("wxgate.db")),
+                retention,
+                synchronous_full,
+            })
+        }
+        "redis" => Err(ConfigError::new(
+            "store.backend",
+            "the redis backend is not available in this version; use sqlite or memory",
+        )),
+        other => Err(ConfigError::new(
+            "store.backend",
+            format!("{other:?} is not memory or sqlite"),
+        )),
+    }
+}
+
+fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, ConfigError> {
+    let field = |name: &str| format!("accounts[{index}].{name}");
+    let name = raw
+        .name
+        .clone()
+        .ok_or_else(|| ConfigError::new(field("name"), "is required"))?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(ConfigError::new(
+            field("name"),
+            "must be 1-64 ASCII letters, digits, '-' or '_' (it is a URL path segment)",
+        ));
+    }
+    let app_id = raw
+        .app_id
+        .as_deref()
+        .ok_or_else(|| ConfigError::new(field("app_id"), "is required"))
+        .and_then(|id| AppId::new(id).map_err(|e| ConfigError::new(field("app_id"), e.to_string())))?;
+    let token = raw
+        .token
+        .as_deref()
+        .ok_or_else(|| ConfigError::new(field("token"), "is required"))
+        .and_then(|t| Token::new(t).map_err(|e| ConfigError::new(field("token"), e.to_string())))?;
+    let parse_key = |key: &Option<String>, name: &str| -> Result<Option<AesKey>, ConfigError> {
+        key.as_deref()
+            .map(|k| AesKey::parse(k).map_err(|e| ConfigError::new(field(name), e.to_string())))
+            .transpose()
+    };
+    let aes_key = parse_key(&raw.encoding_aes_key, "encoding_aes_key")?;
+    let previous_aes_key = parse_key(&raw.previous_encoding_aes_key, "previous_encoding_aes_key")?;
+    let mode = raw.mode.unwrap_or(Mode::Safe);
+    if mode != Mode::Plaintext && aes_key.is_none() {
+        return Err(ConfigError::new(
+            field("encoding_aes_key"),
+            format!("is required in {} mode", mode.as_str()),
+        ));
+    }
+    if previous_aes_key.is_some() && aes_key.is_none() {
+        return Err(ConfigError::new(
+            field("previous_encoding_aes_key"),
+            "needs encoding_aes_key as well",
+        ));
+    }
+    let budget = Duration::from_millis(raw.budget_ms.unwrap_or(DEFAULT_BUDGET.as_millis() as u64));
+    if budget < Duration::from_millis(100) || budget > Duration::from_millis(4800) {
+        return Err(ConfigError::new(
+            field("budget_ms"),
+            "must be between 100 and 4800 (WeChat gives up after 5000 ms)",
+        ));
+    }
+    let policy = raw.policy.unwrap_or(Policy::Ack);
+    if policy == Policy::Push {
+        return Err(ConfigError::new(
+            field("policy"),
+            "push (customer-service API) is not available in this version; use ack or ride_retries",
+        ));
+    }
+    let last_attempt = raw.ride_retries_last_attempt.unwrap_or(3);
+    if !(2..=4).contains(&last_attempt) {
+        return Err(ConfigError::new(
+            field("ride_retries_last_attempt"),
+            "must be 2, 3 or 4 (WeChat delivers a message at most 4 times)",
+        ));
+    }
+    let handler_timeout = Duration::from_secs(raw.handler_timeout_secs.unwrap_or(60));
+    if handler_timeout < budget {
+        return Err(ConfigError::new(
+            field("handler_timeout_secs"),
+            "must not be shorter than budget_ms",
+        ));
+    }
+    let still_working_text = raw
+        .still_working_text
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STILL_WORKING_TEXT.to_owned());
+    let rules = raw
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| validate_rule(&format!("accounts[{index}].rules[{i}]"), rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AccountConfig {
+        name,
+        app_id,
+        token,
+        aes_key,
+        previous_aes_key,
+        mode,
+        timestamp_window: match raw.timestamp_window_secs.unwrap_or(DEFAULT_TIMESTAMP_WINDOW_SECS) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
+        budget,
+        policy,
+        still_working_text,
+        last_attempt,
+        handler_timeout,
+        rules,
+    })
+}
+
+fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
+    let field = |name: &str| format!("{path}.{name}");
+    if let Some(kind) = &raw.kind {
+        if kind != "any" && !KINDS.contains(&kind.as_str()) {
+            return Err(ConfigError::new(
+                field("kind"),
+                format!("{kind:?} is not one of any, {}", KINDS.join(", ")),
+            ));
+        }
+    }
+    if raw.event.is_some() && raw.kind.as_deref().is_some_and(|k| k != "event") {
+        return Err(ConfigError::new(field("event"), "needs kind = \"event\" (or no kind)"));
+    }
+    let regex = raw
+        .regex
+        .as_deref()
+        .map(|r| regex::Regex::new(r).map_err(|e| ConfigError::new(field("regex"), e.to_string())))
+        .transpose()?;
+    let action = match (&raw.reply, raw.echo) {
+        (Some(_), true) => {
+            return Err(ConfigError::new(path, "has both reply and echo; choose one"));
+        }
+        (None, true) => RuleAction::Echo,
+        (None, false) => {
+            return Err(ConfigError::new(path, "needs a reply table or echo = true"));
+        }
+        (Some(value), false) => {
+            let reply: Reply = value
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::new(field("reply"), e.to_string()))?;
+            match reply {
+                Reply::Success => RuleAction::Success,
+                reply => RuleAction::Reply(reply),
+            }
+        }
+    };
+    Ok(RuleConfig {
+        kind: raw.kind.clone().filter(|k| k != "any"),
+        event: raw.event.clone(),
+        keyword: raw.keyword.clone(),
+        regex,
+        from: raw.from.clone(),
+        action,
+    })
+}

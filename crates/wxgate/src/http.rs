@@ -1,0 +1,142 @@
+//! The HTTP surface (axum): `/wx/{account}` (GET verification, POST messages), `/healthz`,
+//! `/readyz`, `/metrics`.
+//!
+//! This module only translates between HTTP and [`crate::pipeline`]: it finds the
+//! account, caps the body before reading it, and writes the answer. Every refusal goes
+//! through [`GatewayError`]'s one `IntoResponse`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::time::Instant;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::metrics::AccountLabels;
+use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
+
+/// Builds the router over a gateway.
+pub fn router(gateway: Arc<Gateway>) -> axum::Router {
+    axum::Router::new()
+        .route("/wx/{account}", get(verify).post(message))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(gateway)
+}
+
+type QueryResult = Result<Query<WeChatQuery>, axum::extract::rejection::QueryRejection>;
+
+/// `GET /wx/{account}`: URL verification. Echoes `echostr` byte for byte when the
+/// signature matches; anything else is a bare 401.
+async fn verify(
+    State(gateway): State<Arc<Gateway>>,
+    Path(account): Path<String>,
+    query: QueryResult,
+) -> Response {
+    let Some(account) = gateway.accounts.get(&account) else {
+        gateway.metrics.request("unknown", "rejected_404");
+        return GatewayError::UnknownAccount.into_response();
+    };
+    let name = account.config.name.as_str();
+    let Ok(Query(query)) = query else {
+        gateway.metrics.request(name, "rejected_401");
+        return GatewayError::unauthorized("unreadable verification query", None).into_response();
+    };
+    let echostr = query.echostr.clone();
+    match (verify_url_signature(account, &query, false), echostr) {
+        (Ok(()), Some(echostr)) => {
+            gateway.metrics.request(name, "verified");
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], echostr).into_response()
+        }
+        (Ok(()), None) => {
+            gateway.metrics.request(name, "rejected_401");
+            GatewayError::unauthorized("verification without echostr", None).into_response()
+        }
+        (Err(e), _) => {
+            if let Some(code) = e.code() {
+                gateway.metrics.crypto_failure(name, code.as_i32());
+            }
+            gateway.metrics.request(name, "rejected_401");
+            GatewayError::unauthorized(e.to_string(), None).into_response()
+        }
+    }
+}
+
+/// `POST /wx/{account}`: the message pipeline.
+async fn message(
+    State(gateway): State<Arc<Gateway>>,
+    Path(account): Path<String>,
+    query: QueryResult,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(account) = gateway.accounts.get(&account).cloned() else {
+        gateway.metrics.request("unknown", "rejected_404");
+        return GatewayError::UnknownAccount.into_response();
+    };
+    let name = account.config.name.clone();
+    let result = async {
+        let Query(query) = query.map_err(|e| GatewayError::bad_request(e.body_text(), None))?;
+        let body = axum::body::to_bytes(body, gateway.body_limit)
+            .await
+            .map_err(|_| GatewayError::BodyTooLarge {
+                limit: gateway.body_limit,
+            })?;
+        handle_post(&gateway, &account, &query, &body, started).await
+    }
+    .await;
+    gateway
+        .metrics
+        .latency
+        .get_or_create(&AccountLabels {
+            account: name.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok((answer, kind)) => {
+            gateway.metrics.request(&name, kind.as_str());
+            match answer {
+                Answer::Xml(xml) => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response()
+                }
+                Answer::Success => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "success").into_response(),
+                Answer::Empty => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response(),
+            }
+        }
+        Err(e) => {
+            gateway.metrics.request(&name, e.outcome());
+            e.into_response()
+        }
+    }
+}
+
+/// The process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The store answers.
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => GatewayError::Unavailable(e.to_string()).into_response(),
+    }
+}
+
+/// Prometheus text exposition; refreshes the inbox-size gauge first.
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    if let Ok(count) = gateway.store.count().await {
+        gateway.metrics.inbox_size.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        gateway.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,550 @@
+//! The POST pipeline: authenticate, decrypt, parse, claim, answer within the budget.
+//!
+//! The order is the security argument (DESIGN.md, "The pipeline"): nothing reaches a
+//! handler before the signature, the timestamp window, the account's configured mode, the
+//! `msg_signature`, the decryption and the AppID have all been checked; the message is
+//! recorded by the store's atomic claim before any answer leaves; and the handler runs
+//! only for the attempt that won the claim, in its own task, so WeChat's retries wait for
+//! that same work instead of starting it again.
+//!
+//! The per-attempt deadline is the one clock of the gateway: `tokio::time::Instant`
+//! (pausable in tests) plus the account's budget.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+use wechat_proto::{
+    EncryptedReply, ErrorCode, Inbound, Kind, Reply, ReplyTarget, RequestEnvelope, Signature,
+};
+
+use crate::config::{Mode, Policy};
+use crate::error::GatewayError;
+use crate::gateway::{Account, Gateway};
+use crate::handler::HandlerContext;
+use crate::metrics::{AccountLabels, AnswerLabels};
+use crate::store::{AnswerKind, Claim, Claimed, Completion, NewMessage, StoreKey};
+
+/// How long past the attempt's start a held attempt (`ride_retries`) stays open: past
+/// WeChat's 5-second timeout, so that WeChat retries, with a margin for its clock.
+pub const HOLD_FOR: Duration = Duration::from_millis(5500);
+
+/// The query parameters WeChat sends (PROTOCOL.md §3.1).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct WeChatQuery {
+    /// `sha1(sort(token, timestamp, nonce))`.
+    pub signature: Option<String>,
+    /// Unix seconds, decimal.
+    pub timestamp: Option<String>,
+    /// Random decimal string.
+    pub nonce: Option<String>,
+    /// `aes` when the body is encrypted; absent or `raw` otherwise.
+    pub encrypt_type: Option<String>,
+    /// `sha1(sort(token, timestamp, nonce, Encrypt))`.
+    pub msg_signature: Option<String>,
+    /// The URL-verification echo (GET only).
+    pub echostr: Option<String>,
+}
+
+/// What goes back to WeChat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A reply XML (plain or encrypted envelope).
+    Xml(String),
+    /// The bare acknowledgement.
+    Success,
+    /// An empty body (a held attempt whose answer nobody waits for any more).
+    Empty,
+}
+
+/// The authenticated request: the account's view of it after step 3.
+struct Authenticated {
+    /// The plaintext message XML (decrypted in compatible and safe modes).
+    xml: Vec<u8>,
+    /// Whether the reply must be encrypted.
+    encrypted: bool,
+    timestamp: String,
+    nonce: String,
+}
+
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, GatewayError> {
+    value
+        .as_deref()
+        .ok_or_else(|| GatewayError::bad_request(format!("missing query parameter {name}"), None))
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Verifies the URL `signature` (and the timestamp window when `check_window`).
+pub fn verify_url_signature(
+    account: &Account,
+    query: &WeChatQuery,
+    check_window: bool,
+) -> Result<(), GatewayError> {
+    let signature = query
+        .signature
+        .as_deref()
+        .ok_or_else(|| GatewayError::unauthorized("missing signature", Some(ErrorCode::ValidateSignature)))?;
+    let timestamp = required(&query.timestamp, "timestamp")?;
+    let nonce = required(&query.nonce, "nonce")?;
+    Signature::url(&account.config.token, timestamp, nonce)
+        .verify(signature)
+        .map_err(|e| GatewayError::unauthorized(format!("signature: {e}"), Some(e.code())))?;
+    if check_window {
+        if let Some(window) = account.config.timestamp_window {
+            let sent: i64 = timestamp.parse().map_err(|_| {
+                GatewayError::bad_request("timestamp is not a decimal number", None)
+            })?;
+            let skew = unix_now().abs_diff(sent);
+            if skew > window.as_secs() {
+                return Err(GatewayError::unauthorized(
+                    format!("timestamp {skew} s away from now (window {} s)", window.as_secs()),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps 2 and 3: signature, window, configured mode, `msg_signature`, decryption, AppID.
+fn authenticate(
+    account: &Account,
+    query: &WeChatQuery,
+    body: &[u8],
+) -> Result<Authenticated, GatewayError> {
+    verify_url_signature(account, query, true)?;
+    let timestamp = required(&query.timestamp, "timestamp")?.to_owned();
+    let nonce = required(&query.nonce, "nonce")?.to_owned();
+    let encrypted_request = match query.encrypt_type.as_deref() {
+        None | Some("raw") => false,
+        Some("aes") => true,
+        Some(other) => {
+            return Err(GatewayError::bad_request(
+                format!("encrypt_type {other:?} is neither aes nor raw"),
+                None,
+            ))
+        }
+    };
+    // The account's configured mode decides; a request may upgrade a plaintext account
+    // to encryption (a console switch is immediate) but never downgrade.
+    if !encrypted_request {
+        if account.config.mode != Mode::Plaintext {
+            return Err(GatewayError::unauthorized(
+                format!("plaintext request to a {}-mode account", account.config.mode.as_str()),
+                None,
+            ));
+        }
+        // Hardening applies to plaintext bodies too: the parser rejects DOCTYPE first.
+        return Ok(Authenticated {
+            xml: body.to_vec(),
+            encrypted: false,
+            timestamp,
+            nonce,
+        });
+    }
+    if account.ciphers.is_empty() {
+        return Err(GatewayError::unauthorized(
+            "encrypted request to an account without encoding_aes_key",
+            None,
+        ));
+    }
+    let msg_signature = query.msg_signature.as_deref().ok_or_else(|| {
+        GatewayError::unauthorized("encrypted request without msg_signature", Some(ErrorCode::ValidateSignature))
+    })?;
+    let envelope = RequestEnvelope::parse(body)
+        .map_err(|e| GatewayError::bad_request(format!("envelope: {e}"), Some(e.code())))?;
+    Signature::message(&account.config.token, &timestamp, &nonce, &envelope.encrypt)
+        .verify(msg_signature)
+        .map_err(|e| GatewayError::unauthorized(format!("msg_signature: {e}"), Some(e.code())))?;
+    let mut first_error = None;
+    for cipher in &account.ciphers {
+        match cipher.decrypt(&envelope.encrypt) {
+            Ok(xml) => {
+                return Ok(Authenticated {
+                    xml,
+                    encrypted: true,
+                    timestamp,
+                    nonce,
+                })
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(match first_error {
+        Some(error) if error.code() == ErrorCode::ValidateAppid => {
+            GatewayError::unauthorized(format!("decrypt: {error}"), Some(error.code()))
+        }
+        Some(error) => GatewayError::bad_request(format!("decrypt: {error}"), Some(error.code())),
+        None => GatewayError::unauthorized("no key to decrypt with", None),
+    })
+}
+
+/// The whole POST pipeline for one attempt.
+pub async fn handle_post(
+    gateway: &Arc<Gateway>,
+    account: &Arc<Account>,
+    query: &WeChatQuery,
+    body: &[u8],
+    started: Instant,
+) -> Result<(Answer, AnswerKind), GatewayError> {
+    let request = authenticate(account, query, body).inspect_err(|e| {
+        if let Some(code) = e.code() {
+            gateway.metrics.crypto_failure(&account.config.name, code.as_i32());
+        }
+    })?;
+    let inbound = Inbound::parse(&request.xml)
+        .map_err(|e| GatewayError::bad_request(format!("message: {e}"), Some(e.code())))?;
+    let key = StoreKey {
+        account: account.config.name.clone(),
+        dedup: inbound.dedup_key(&request.xml),
+    };
+    let message = NewMessage {
+        key: key.clone(),
+        from_user_name: inbound.header.from_user_name.clone(),
+        kind: kind_label(&inbound),
+        inbound_json: serde_json::to_string(&inbound).unwrap_or_default(),
+        received_at_ms: unix_now_ms(),
+    };
+    let claimed = gateway
+        .store
+        .claim(&message)
+        .await
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let inbound = Arc::new(inbound);
+    let (reply, kind) = decide(gateway, account, &key, &inbound, &claimed, started).await?;
+    gateway
+        .metrics
+        .answers
+        .get_or_create(&AnswerLabels {
+            account: account.config.name.clone(),
+            policy: account.config.policy.as_str().to_owned(),
+            answer: kind.as_str().to_owned(),
+        })
+        .inc();
+    if let Err(e) = gateway.store.record_answer(&key, kind, claimed.attempt).await {
+        // The answer is already decided; failing the request now would lose it.
+        tracing::error!(error = %e, "could not record the answer");
+    }
+    let answer = match reply {
+        Answered::Reply(reply) => render(account, &inbound, &reply, &request),
+        Answered::Success => Answer::Success,
+        Answered::Empty => Answer::Empty,
+    };
+    Ok((answer, kind))
+}
+
+/// The label of a message kind: `text`, or `event:subscribe`.
+fn kind_label(inbound: &Inbound) -> String {
+    match &inbound.kind {
+        Kind::Event(event) => format!("event:{}", event.name().to_ascii_lowercase()),
+        _ => inbound.msg_type().to_owned(),
+    }
+}
+
+enum Answered {
+    Reply(Reply),
+    Success,
+    Empty,
+}
+
+/// Where this attempt gets the handler's completion from.
+enum Source {
+    /// This attempt runs the handler; its task sends the completion here.
+    Local(oneshot::Receiver<Completion>),
+    /// Another attempt (maybe in another process) runs it; wait through the store.
+    Store,
+}
+
+impl Source {
+    async fn until(
+        &mut self,
+        gateway: &Gateway,
+        key: &StoreKey,
+        deadline: Instant,
+    ) -> Result<Option<Completion>, GatewayError> {
+        match self {
+            Source::Local(receiver) => Ok(timeout_at(deadline, receiver).await.ok().and_then(Result::ok)),
+            Source::Store => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                gateway
+                    .store
+                    .wait(key, remaining)
+                    .await
+                    .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Steps 5 and 6: get the reply of the one handler run, within the budget, or apply the
+/// account's answer policy.
+async fn decide(
+    gateway: &Arc<Gateway>,
+    account: &Arc<Account>,
+    key: &StoreKey,
+    inbound: &Arc<Inbound>,
+    claimed: &Claimed,
+    started: Instant,
+) -> Result<(Answered, AnswerKind), GatewayError> {
+    let deadline = started + account.config.budget;
+    let mut source = match &claimed.claim {
+        Claim::First => Source::Local(spawn_handler(gateway, account, key, inbound)),
+        Claim::InFlight => {
+            count_coalesced(gateway, account);
+            Source::Store
+        }
+        Claim::Done(completion) => {
+            count_coalesced(gateway, account);
+            return Ok(completed(completion));
+        }
+    };
+    if let Some(completion) = source.until(gateway, key, deadline).await? {
+        let (answered, kind) = completed(&completion);
+        if account.config.policy == Policy::RideRetries && claimed.claim == Claim::First {
+            return Ok(with_deferred(gateway, account, key, inbound, answered, kind).await);
+        }
+        return Ok((answered, kind));
+    }
+    match account.config.policy {
+        Policy::Ack | Policy::Push => Ok((Answered::Success, AnswerKind::Acked)),
+        Policy::RideRetries if claimed.attempt >= account.config.last_attempt => {
+            spawn_deferral(gateway, account, key);
+            let text = account.config.still_working_text.clone();
+            Ok((Answered::Reply(Reply::Text { content: text }), AnswerKind::StillWorking))
+        }
+        Policy::RideRetries => {
+            // Hold the attempt open past WeChat's timeout so that WeChat retries; if the
+            // reply lands while WeChat may still be listening, answer it.
+            match source.until(gateway, key, started + HOLD_FOR).await? {
+                Some(completion) => Ok(completed(&completion)),
+                None => Ok((Answered::Empty, AnswerKind::Held)),
+            }
+        }
+    }
+}
+
+fn count_coalesced(gateway: &Gateway, account: &Account) {
+    gateway
+        .metrics
+        .retries_coalesced
+        .get_or_create(&AccountLabels {
+            account: account.config.name.clone(),
+        })
+        .inc();
+}
+
+fn completed(completion: &Completion) -> (Answered, AnswerKind) {
+    match (&completion.reply, &completion.error) {
+        (Some(reply), None) => (Answered::Reply(reply.clone()), AnswerKind::Replied),
+        _ => (Answered::Success, AnswerKind::Success),
+    }
+}
+
+/// Under `ride_retries`, a reply deferred from the sender's earlier message is delivered
+/// with this one: joined to a text reply when both are text and fit, otherwise alone,
+/// with this message's own reply deferred in turn.
+async fn with_deferred(
+    gateway: &Gateway,
+    account: &Account,
+    key: &StoreKey,
+    inbound: &Inbound,
+    answered: Answered,
+    kind: AnswerKind,
+) -> (Answered, AnswerKind) {
+    let deferred = match gateway
+        .store
+        .take_deferred(&account.config.name, &inbound.header.from_user_name)
+        .await
+    {
+        Ok(Some((_, reply))) => reply,
+        Ok(None) => return (answered, kind),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read deferred replies");
+            return (answered, kind);
+        }
+    };
+    match (deferred, answered) {
+        (deferred, Answered::Success | Answered::Empty) => {
+            (Answered::Reply(deferred), AnswerKind::DeliveredDeferred)
+        }
+        (Reply::Text { content: earlier }, Answered::Reply(Reply::Text { content: now }))
+            if earlier.len() + 2 + now.len() <= wechat_proto::reply::MAX_TEXT_BYTES =>
+        {
+            let content = format!("{earlier}\n\n{now}");
+            (Answered::Reply(Reply::Text { content }), AnswerKind::DeliveredDeferred)
+        }
+        (deferred, Answered::Reply(_)) => {
+            if let Err(e) = gateway.store.defer_reply(key).await {
+                tracing::error!(error = %e, "could not defer a reply");
+            }
+            (Answered::Reply(deferred), AnswerKind::DeliveredDeferred)
+        }
+    }
+}
+
+/// Runs the handler once, in its own task (a panic or an error is a recorded failure,
+/// never a crash), records the completion in the store, and hands it to this attempt.
+fn spawn_handler(
+    gateway: &Arc<Gateway>,
+    account: &Arc<Account>,
+    key: &StoreKey,
+    inbound: &Arc<Inbound>,
+) -> oneshot::Receiver<Completion> {
+    let (sender, receiver) = oneshot::channel();
+    let gateway = Arc::clone(gateway);
+    let account = Arc::clone(account);
+    let key = key.clone();
+    let inbound = Arc::clone(inbound);
+    let tasks = gateway.tasks.clone();
+    tasks.spawn(async move {
+        let started = Instant::now();
+        let context = HandlerContext {
+            account: account.config.name.clone(),
+            dedup_key: key.dedup.clone(),
+        };
+        let handler = Arc::clone(&account.handler);
+        let run_inbound = Arc::clone(&inbound);
+        let task = tokio::spawn(async move { handler.handle(&context, &run_inbound).await });
+        let abort = task.abort_handle();
+        let timeout = account.config.handler_timeout;
+        let outcome: Result<Option<Reply>, String> = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(format!("handler failed: {e}")),
+            Ok(Err(join)) if join.is_panic() => Err("handler panicked".to_owned()),
+            Ok(Err(_)) => Err("handler was cancelled".to_owned()),
+            Err(_) => {
+                abort.abort();
+                Err(format!("handler timed out after {} s", timeout.as_secs()))
+            }
+        };
+        // A reply that cannot be sent (too long, too many articles) is a failure too, with
+        // its reason recorded; it is checked here so every later attempt agrees.
+        let outcome = outcome.and_then(|reply| match reply {
+            Some(reply) => {
+                let target = ReplyTarget::answering(&inbound, 0);
+                reply
+                    .render(&target)
+                    .map(|_| Some(reply))
+                    .map_err(|e| format!("handler reply rejected: {e}"))
+            }
+            None => Ok(None),
+        });
+        let elapsed = started.elapsed();
+        let labels = AccountLabels {
+            account: account.config.name.clone(),
+        };
+        gateway
+            .metrics
+            .handler_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        let completion = match outcome {
+            Ok(reply) => Completion {
+                reply,
+                error: None,
+                handler_ms: elapsed.as_millis() as u64,
+            },
+            Err(reason) => {
+                gateway.metrics.handler_failures.get_or_create(&labels).inc();
+                tracing::warn!(account = %account.config.name, %reason, "handler failure recorded");
+                Completion {
+                    reply: None,
+                    error: Some(reason),
+                    handler_ms: elapsed.as_millis() as u64,
+                }
+            }
+        };
+        complete_durably(&gateway, &key, &completion).await;
+        // The attempt may have answered already (budget over); nobody listening is fine.
+        let _ = sender.send(completion);
+    });
+    receiver
+}
+
+/// Records a completion, retrying briefly: losing it would make retries wait in vain.
+async fn complete_durably(gateway: &Gateway, key: &StoreKey, completion: &Completion) {
+    let mut delay = Duration::from_millis(20);
+    for attempt in 1..=5 {
+        match gateway.store.complete(key, completion).await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                tracing::error!(error = %e, "could not record a handler completion");
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// After a "still working" answer, waits for the reply in the background and defers it
+/// to the sender's next message.
+fn spawn_deferral(gateway: &Arc<Gateway>, account: &Account, key: &StoreKey) {
+    let store = Arc::clone(&gateway.store);
+    let key = key.clone();
+    let limit = account.config.handler_timeout + Duration::from_secs(1);
+    gateway.tasks.spawn(async move {
+        match store.wait(&key, limit).await {
+            Ok(Some(Completion {
+                reply: Some(_),
+                error: None,
+                ..
+            })) => {
+                if let Err(e) = store.defer_reply(&key).await {
+                    tracing::error!(error = %e, "could not defer a reply");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not wait for a reply to defer"),
+        }
+    });
+}
+
+/// Renders a reply for this request: plain XML, or the encrypted envelope signed with
+/// this request's timestamp and nonce. A reply that cannot be rendered answers `success`.
+fn render(account: &Account, inbound: &Inbound, reply: &Reply, request: &Authenticated) -> Answer {
+    if matches!(reply, Reply::Success) {
+        return Answer::Success;
+    }
+    let target = ReplyTarget::answering(inbound, unix_now());
+    let xml = match reply.render(&target) {
+        Ok(xml) => xml,
+        Err(e) => {
+            tracing::warn!(error = %e, "reply could not be rendered; answering success");
+            return Answer::Success;
+        }
+    };
+    if !request.encrypted {
+        return Answer::Xml(xml);
+    }
+    let Some(cipher) = account.ciphers.first() else {
+        return Answer::Success;
+    };
+    let encrypt = cipher.encrypt(xml.as_bytes(), rand::random());
+    let msg_signature =
+        Signature::message(&account.config.token, &request.timestamp, &request.nonce, &encrypt);
+    let envelope = EncryptedReply {
+        encrypt,
+        msg_signature: msg_signature.to_hex(),
+        timestamp: request.timestamp.clone(),
+        nonce: request.nonce.clone(),
+    };
+    Answer::Xml(envelope.to_xml())
+}
