@@ -20,7 +20,12 @@ fuzz_target!(|data: &[u8]| {
         let xml = reply.to_xml();
         let again = EncryptedReply::parse(xml.as_bytes())
             .unwrap_or_else(|error| panic!("to_xml output does not parse: {error}\n{xml}"));
-        let fields = [&reply.encrypt, &reply.msg_signature, &reply.timestamp, &reply.nonce];
+        let fields = [
+            &reply.encrypt,
+            &reply.msg_signature,
+            &reply.timestamp,
+            &reply.nonce,
+        ];
         if fields.iter().all(|field| all_xml_chars(field)) {
             assert_eq!(reply, again, "{xml}");
         }

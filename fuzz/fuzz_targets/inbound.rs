@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
             "round trip changed the message\n{first_debug}\n{second_debug}\n{xml}"
         );
         let (third, xml) = write_and_parse(&second);
-        assert_eq!(second_debug, format!("{third:?}"), "second round trip\n{xml}");
+        assert_eq!(
+            second_debug,
+            format!("{third:?}"),
+            "second round trip\n{xml}"
+        );
     }
 });
 

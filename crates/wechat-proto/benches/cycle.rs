@@ -442,8 +442,11 @@ fn main() {
     criterion.final_summary();
 
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and only wants the
-    // smoke run criterion has just done.
-    if std::env::args().any(|arg| arg == "--bench") {
+    // smoke run criterion has just done. A profiling run (`--profile-time`) wants nothing
+    // but the profiled routine.
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|arg| arg.split('=').next() == Some(flag));
+    if has("--bench") && !has("--profile-time") {
         informal_summary(&fixture, &primitives);
     }
 }

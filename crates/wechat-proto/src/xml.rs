@@ -28,8 +28,8 @@ use crate::ErrorCode;
 
 mod reader;
 
-pub(crate) use reader::Document;
 use reader::find_bytes;
+pub(crate) use reader::Document;
 
 /// Bounds applied to every document before and while it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,8 @@ impl std::error::Error for ParseError {}
 ///
 /// `text` is the character data directly inside the element, byte for byte (CDATA and
 /// escapes resolved). For an element that has children, whitespace-only text is layout
-/// and is dropped, so a pretty-printed document and a compact one give the same value.
+/// and is dropped, so a pretty-printed document and a compact one give the same value;
+/// text directly inside the root `<xml>` is always dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Element {
@@ -216,18 +217,22 @@ fn is_xml_char(c: char) -> bool {
 /// Whether `name` is usable as an element name.
 ///
 /// This is the ASCII part of the XML `Name` production; every non-ASCII character is
-/// accepted, which is looser than the specification but can never produce markup.
+/// accepted, which is looser than the specification but can never produce markup. The
+/// reader accepts exactly the same names, so whatever it reads can be written back.
 pub fn is_valid_element_name(name: &str) -> bool {
     let bytes = name.as_bytes();
-    match bytes.first() {
-        None => false,
-        Some(&first) => {
-            (first.is_ascii_alphabetic() || first == b'_' || first == b':' || first >= 0x80)
-                && bytes.iter().all(|&b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.') || b >= 0x80
-                })
-        }
-    }
+    bytes.first().is_some_and(|&b| is_name_start_byte(b)) && bytes.iter().all(|&b| is_name_byte(b))
+}
+
+/// Whether `b` may appear in an element name: an ASCII name character, or any byte of a
+/// non-ASCII character.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.') || b >= 0x80
+}
+
+/// Whether `b` may start an element name.
+fn is_name_start_byte(b: u8) -> bool {
+    b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || b >= 0x80
 }
 
 /// The one XML writer: appends elements to a `String`.

@@ -328,7 +328,10 @@ echo = true
         };
         let store = validate_store(&raw.store)?;
         if raw.accounts.is_empty() {
-            return Err(ConfigError::new("accounts", "at least one account is required"));
+            return Err(ConfigError::new(
+                "accounts",
+                "at least one account is required",
+            ));
         }
         let mut names = HashSet::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
@@ -379,14 +382,21 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
         let get = |suffix: &str| env.get(&format!("{prefix}{suffix}")).cloned();
         account.token = get("TOKEN").or(account.token.take());
         account.encoding_aes_key = get("ENCODING_AES_KEY").or(account.encoding_aes_key.take());
-        account.previous_encoding_aes_key = get("PREVIOUS_ENCODING_AES_KEY")
-            .or(account.previous_encoding_aes_key.take());
+        account.previous_encoding_aes_key =
+            get("PREVIOUS_ENCODING_AES_KEY").or(account.previous_encoding_aes_key.take());
         account.app_id = get("APP_ID").or(account.app_id.take());
     }
     let known_prefix = "WXGATE_";
     for key in env.keys().filter(|k| k.starts_with(known_prefix)) {
-        let known = ["WXGATE_LISTEN", "WXGATE_STORE_PATH", "WXGATE_STORE_BACKEND", "WXGATE_LOG_FORMAT", "WXGATE_CONFIG", "WXGATE_LOG"]
-            .contains(&key.as_str())
+        let known = [
+            "WXGATE_LISTEN",
+            "WXGATE_STORE_PATH",
+            "WXGATE_STORE_BACKEND",
+            "WXGATE_LOG_FORMAT",
+            "WXGATE_CONFIG",
+            "WXGATE_LOG",
+        ]
+        .contains(&key.as_str())
             || key.starts_with("WXGATE_ACCOUNT_");
         if !known {
             return Err(ConfigError::new(key.clone(), "unknown WXGATE_ variable"));
@@ -417,7 +427,10 @@ fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
                 }
             };
             Ok(StoreConfig::Sqlite {
-                path: raw.path.clone().unwrap_or_else(|| PathBuf::from("wxgate.db")),
+                path: raw
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("wxgate.db")),
                 retention,
                 synchronous_full,
             })
@@ -454,7 +467,9 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         .app_id
         .as_deref()
         .ok_or_else(|| ConfigError::new(field("app_id"), "is required"))
-        .and_then(|id| AppId::new(id).map_err(|e| ConfigError::new(field("app_id"), e.to_string())))?;
+        .and_then(|id| {
+            AppId::new(id).map_err(|e| ConfigError::new(field("app_id"), e.to_string()))
+        })?;
     let token = raw
         .token
         .as_deref()
@@ -525,7 +540,10 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         aes_key,
         previous_aes_key,
         mode,
-        timestamp_window: match raw.timestamp_window_secs.unwrap_or(DEFAULT_TIMESTAMP_WINDOW_SECS) {
+        timestamp_window: match raw
+            .timestamp_window_secs
+            .unwrap_or(DEFAULT_TIMESTAMP_WINDOW_SECS)
+        {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
         },
@@ -549,7 +567,10 @@ fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
         }
     }
     if raw.event.is_some() && raw.kind.as_deref().is_some_and(|k| k != "event") {
-        return Err(ConfigError::new(field("event"), "needs kind = \"event\" (or no kind)"));
+        return Err(ConfigError::new(
+            field("event"),
+            "needs kind = \"event\" (or no kind)",
+        ));
     }
     let regex = raw
         .regex
@@ -558,7 +579,10 @@ fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
         .transpose()?;
     let action = match (&raw.reply, raw.echo) {
         (Some(_), true) => {
-            return Err(ConfigError::new(path, "has both reply and echo; choose one"));
+            return Err(ConfigError::new(
+                path,
+                "has both reply and echo; choose one",
+            ));
         }
         (None, true) => RuleAction::Echo,
         (None, false) => {

@@ -76,7 +76,9 @@ impl GatewayError {
     /// The official code, if the error has one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            GatewayError::BadRequest { code, .. } | GatewayError::Unauthorized { code, .. } => *code,
+            GatewayError::BadRequest { code, .. } | GatewayError::Unauthorized { code, .. } => {
+                *code
+            }
             _ => None,
         }
     }
@@ -110,6 +112,11 @@ impl IntoResponse for GatewayError {
                 other.to_string()
             }
         };
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }

@@ -51,7 +51,12 @@ async fn verify(
     match (verify_url_signature(account, &query, false), echostr) {
         (Ok(()), Some(echostr)) => {
             gateway.metrics.request(name, "verified");
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], echostr).into_response()
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain")],
+                echostr,
+            )
+                .into_response()
         }
         (Ok(()), None) => {
             gateway.metrics.request(name, "rejected_401");
@@ -101,11 +106,21 @@ async fn message(
         Ok((answer, kind)) => {
             gateway.metrics.request(&name, kind.as_str());
             match answer {
-                Answer::Xml(xml) => {
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response()
+                Answer::Xml(xml) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                    xml,
+                )
+                    .into_response(),
+                Answer::Success => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/plain")],
+                    "success",
+                )
+                    .into_response(),
+                Answer::Empty => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response()
                 }
-                Answer::Success => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "success").into_response(),
-                Answer::Empty => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response(),
             }
         }
         Err(e) => {
@@ -131,11 +146,17 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 /// Prometheus text exposition; refreshes the inbox-size gauge first.
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     if let Ok(count) = gateway.store.count().await {
-        gateway.metrics.inbox_size.set(i64::try_from(count).unwrap_or(i64::MAX));
+        gateway
+            .metrics
+            .inbox_size
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         gateway.metrics.render(),
     )
         .into_response()

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod serve;
 pub mod sim;
 pub mod store;
+pub mod tools;
 
 pub use config::Config;
 pub use gateway::{Gateway, GatewayBuilder};

@@ -2,16 +2,22 @@
 //!
 //! This is the only place that reads the process environment (`WXGATE_*`) and uses
 //! `anyhow`; everything else receives validated values.
+//!
+//! Exit status: 0 on success; 1 when `serve` fails, or when a `sim`, `decrypt` or `inbox`
+//! verdict is a failure (so the tools can sit in CI); 2 when a tool could not run at all
+//! (bad arguments, unreadable files), as for clap's own usage errors.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wechat_proto::AesKey;
-use wxgate::config::Config;
+use wxgate::config::{Config, StoreConfig};
 use wxgate::serve::{open_store, Bound};
+use wxgate::sim::cli::SimCommand;
+use wxgate::tools::{DecryptArgs, InboxArgs};
 use wxgate::GatewayBuilder;
 
 /// The WeChat Official Account message webhook gateway.
@@ -23,6 +29,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     /// Serve the webhook. Without a config, starts the demo accounts on ./wxgate.db.
     Serve {
@@ -31,7 +38,24 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Print a fresh token and EncodingAESKey.
-    Keygen,
+    Keygen {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play WeChat's server against any webhook: verify, send, storm, load.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Decrypt a captured Encrypt, request body or encrypted reply.
+    Decrypt(DecryptArgs),
+    /// List what the gateway recorded: messages, attempts, outcomes, replies.
+    Inbox(InboxArgs),
+}
+
+/// A tool that ran and reached a verdict: success, or a failure to report with status 1.
+enum Verdict {
+    Success,
+    Failure,
 }
 
 /// Where the demo keeps its generated secrets, so they survive restarts.
@@ -39,35 +63,113 @@ const DEMO_SECRETS: &str = "wxgate.demo.toml";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("WXGATE_")).collect();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("WXGATE_"))
+        .collect();
     let result = match cli.command {
-        Command::Serve { config } => serve(config.as_deref(), &env),
-        Command::Keygen => {
-            let (token, key) = fresh_secrets();
-            println!("token = \"{token}\"\nencoding_aes_key = \"{key}\"");
-            Ok(())
-        }
+        Command::Serve { config } => match serve(config.as_deref(), &env) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wxgate: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Keygen { json } => keygen(json),
+        Command::Sim(command) => sim(command),
+        Command::Decrypt(args) => decrypt(&args),
+        Command::Inbox(args) => inbox(&args, &env),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Verdict::Success) => ExitCode::SUCCESS,
+        Ok(Verdict::Failure) => ExitCode::from(1),
         Err(e) => {
             eprintln!("wxgate: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
 
 fn fresh_secrets() -> (String, String) {
-    use rand::distr::{Alphanumeric, SampleString};
-    let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
-    let key = AesKey::from_bytes(rand::random()).to_encoding_aes_key();
-    (token, key)
+    let secrets = wxgate::tools::keygen();
+    (secrets.token, secrets.encoding_aes_key)
+}
+
+fn keygen(json: bool) -> anyhow::Result<Verdict> {
+    let secrets = wxgate::tools::keygen();
+    let text = if json {
+        serde_json::to_string_pretty(&secrets)? + "\n"
+    } else {
+        secrets.to_toml()
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(Verdict::Success)
+}
+
+fn verdict(ok: bool) -> Verdict {
+    if ok {
+        Verdict::Success
+    } else {
+        Verdict::Failure
+    }
+}
+
+fn sim(command: SimCommand) -> anyhow::Result<Verdict> {
+    let ok = wxgate::sim::cli::run(
+        command,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr(),
+    )?;
+    Ok(verdict(ok))
+}
+
+fn decrypt(args: &DecryptArgs) -> anyhow::Result<Verdict> {
+    let report = wxgate::tools::decrypt(args)?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        report.to_text()
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(verdict(report.ok))
+}
+
+fn inbox(args: &InboxArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Verdict> {
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| env.get("WXGATE_CONFIG").map(PathBuf::from));
+    let store = match config_path {
+        Some(path) => Config::load(&path, env)?.store,
+        // The demo's store, as `wxgate serve` without a config uses it.
+        None => StoreConfig::Sqlite {
+            path: PathBuf::from("wxgate.db"),
+            retention: wxgate::store::DEFAULT_RETENTION,
+            synchronous_full: false,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let store = wxgate::tools::open_inbox_store(&store).await?;
+        let now_ms = wxgate::pipeline::unix_now() * 1000;
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        wxgate::tools::inbox(&*store, args, now_ms, &mut std::io::stdout(), stop).await
+    })?;
+    Ok(Verdict::Success)
 }
 
 fn init_logging(json: bool, env: &BTreeMap<String, String>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("WXGATE_LOG").map_or("info", String::as_str))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_new(
+        env.get("WXGATE_LOG").map_or("info", String::as_str),
+    )
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if json {
         builder.json().init();
     } else {
@@ -80,8 +182,15 @@ fn demo_config() -> anyhow::Result<Config> {
     let path = Path::new(DEMO_SECRETS);
     let (token, key, app_id) = match std::fs::read_to_string(path) {
         Ok(text) => {
-            let table: toml::Table = toml::from_str(&text).with_context(|| format!("reading {DEMO_SECRETS}"))?;
-            let get = |k: &str| table.get(k).and_then(|v| v.as_str()).map(str::to_owned).with_context(|| format!("{DEMO_SECRETS}: {k} missing"));
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("reading {DEMO_SECRETS}"))?;
+            let get = |k: &str| {
+                table
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("{DEMO_SECRETS}: {k} missing"))
+            };
             (get("token")?, get("encoding_aes_key")?, get("app_id")?)
         }
         Err(_) => {
@@ -123,11 +232,23 @@ fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::
 }
 
 fn print_demo(config: &Config, addr: std::net::SocketAddr) {
-    let Some(first) = config.accounts.first() else { return };
-    let key = first.aes_key.as_ref().map(|k| k.to_encoding_aes_key()).unwrap_or_default();
-    println!("wxgate demo — no config given, so two demo accounts run on ./wxgate.db with an echo rule:");
+    let Some(first) = config.accounts.first() else {
+        return;
+    };
+    let key = first
+        .aes_key
+        .as_ref()
+        .map(|k| k.to_encoding_aes_key())
+        .unwrap_or_default();
+    println!(
+        "wxgate demo — no config given, so two demo accounts run on ./wxgate.db with an echo rule:"
+    );
     for account in &config.accounts {
-        println!("  URL            http://{addr}/wx/{}   ({} mode)", account.name, account.mode.as_str());
+        println!(
+            "  URL            http://{addr}/wx/{}   ({} mode)",
+            account.name,
+            account.mode.as_str()
+        );
     }
     println!("  Token          {}", first.token.expose());
     println!("  EncodingAESKey {key}");

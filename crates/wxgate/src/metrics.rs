@@ -88,14 +88,22 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wxgate");
         let requests = Family::<OutcomeLabels, Counter>::default();
-        let latency = Family::<AccountLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = Family::<AccountLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let retries_coalesced = Family::<AccountLabels, Counter>::default();
         let answers = Family::<AnswerLabels, Counter>::default();
         let crypto_failures = Family::<CodeLabels, Counter>::default();
-        let handler_duration = Family::<AccountLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let handler_duration = Family::<AccountLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let handler_failures = Family::<AccountLabels, Counter>::default();
         let inbox_size = Gauge::default();
-        registry.register("requests", "Webhook requests by account and outcome", requests.clone());
+        registry.register(
+            "requests",
+            "Webhook requests by account and outcome",
+            requests.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from request to answer",
@@ -106,7 +114,11 @@ impl Metrics {
             "Deliveries of an already-claimed message (WeChat retries) that did not run the handler again",
             retries_coalesced.clone(),
         );
-        registry.register("answers", "Answers by account, policy and kind", answers.clone());
+        registry.register(
+            "answers",
+            "Answers by account, policy and kind",
+            answers.clone(),
+        );
         registry.register(
             "crypto_failures",
             "Signature and decryption failures by official WXBizMsgCrypt code",
@@ -122,7 +134,11 @@ impl Metrics {
             "Handler errors, panics and timeouts",
             handler_failures.clone(),
         );
-        registry.register("inbox_messages", "Messages recorded in the inbox", inbox_size.clone());
+        registry.register(
+            "inbox_messages",
+            "Messages recorded in the inbox",
+            inbox_size.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -159,7 +175,10 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out

@@ -94,10 +94,9 @@ pub fn verify_url_signature(
     query: &WeChatQuery,
     check_window: bool,
 ) -> Result<(), GatewayError> {
-    let signature = query
-        .signature
-        .as_deref()
-        .ok_or_else(|| GatewayError::unauthorized("missing signature", Some(ErrorCode::ValidateSignature)))?;
+    let signature = query.signature.as_deref().ok_or_else(|| {
+        GatewayError::unauthorized("missing signature", Some(ErrorCode::ValidateSignature))
+    })?;
     let timestamp = required(&query.timestamp, "timestamp")?;
     let nonce = required(&query.nonce, "nonce")?;
     Signature::url(&account.config.token, timestamp, nonce)
@@ -111,7 +110,10 @@ pub fn verify_url_signature(
             let skew = unix_now().abs_diff(sent);
             if skew > window.as_secs() {
                 return Err(GatewayError::unauthorized(
-                    format!("timestamp {skew} s away from now (window {} s)", window.as_secs()),
+                    format!(
+                        "timestamp {skew} s away from now (window {} s)",
+                        window.as_secs()
+                    ),
                     None,
                 ));
             }
@@ -144,7 +146,10 @@ fn authenticate(
     if !encrypted_request {
         if account.config.mode != Mode::Plaintext {
             return Err(GatewayError::unauthorized(
-                format!("plaintext request to a {}-mode account", account.config.mode.as_str()),
+                format!(
+                    "plaintext request to a {}-mode account",
+                    account.config.mode.as_str()
+                ),
                 None,
             ));
         }
@@ -163,7 +168,10 @@ fn authenticate(
         ));
     }
     let msg_signature = query.msg_signature.as_deref().ok_or_else(|| {
-        GatewayError::unauthorized("encrypted request without msg_signature", Some(ErrorCode::ValidateSignature))
+        GatewayError::unauthorized(
+            "encrypted request without msg_signature",
+            Some(ErrorCode::ValidateSignature),
+        )
     })?;
     let envelope = RequestEnvelope::parse(body)
         .map_err(|e| GatewayError::bad_request(format!("envelope: {e}"), Some(e.code())))?;
@@ -205,7 +213,9 @@ pub async fn handle_post(
 ) -> Result<(Answer, AnswerKind), GatewayError> {
     let request = authenticate(account, query, body).inspect_err(|e| {
         if let Some(code) = e.code() {
-            gateway.metrics.crypto_failure(&account.config.name, code.as_i32());
+            gateway
+                .metrics
+                .crypto_failure(&account.config.name, code.as_i32());
         }
     })?;
     let inbound = Inbound::parse(&request.xml)
@@ -237,7 +247,11 @@ pub async fn handle_post(
             answer: kind.as_str().to_owned(),
         })
         .inc();
-    if let Err(e) = gateway.store.record_answer(&key, kind, claimed.attempt).await {
+    if let Err(e) = gateway
+        .store
+        .record_answer(&key, kind, claimed.attempt)
+        .await
+    {
         // The answer is already decided; failing the request now would lose it.
         tracing::error!(error = %e, "could not record the answer");
     }
@@ -279,7 +293,10 @@ impl Source {
         deadline: Instant,
     ) -> Result<Option<Completion>, GatewayError> {
         match self {
-            Source::Local(receiver) => Ok(timeout_at(deadline, receiver).await.ok().and_then(Result::ok)),
+            Source::Local(receiver) => Ok(timeout_at(deadline, receiver)
+                .await
+                .ok()
+                .and_then(Result::ok)),
             Source::Store => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 gateway
@@ -326,7 +343,10 @@ async fn decide(
         Policy::RideRetries if claimed.attempt >= account.config.last_attempt => {
             spawn_deferral(gateway, account, key);
             let text = account.config.still_working_text.clone();
-            Ok((Answered::Reply(Reply::Text { content: text }), AnswerKind::StillWorking))
+            Ok((
+                Answered::Reply(Reply::Text { content: text }),
+                AnswerKind::StillWorking,
+            ))
         }
         Policy::RideRetries => {
             // Hold the attempt open past WeChat's timeout so that WeChat retries; if the
@@ -387,7 +407,10 @@ async fn with_deferred(
             if earlier.len() + 2 + now.len() <= wechat_proto::reply::MAX_TEXT_BYTES =>
         {
             let content = format!("{earlier}\n\n{now}");
-            (Answered::Reply(Reply::Text { content }), AnswerKind::DeliveredDeferred)
+            (
+                Answered::Reply(Reply::Text { content }),
+                AnswerKind::DeliveredDeferred,
+            )
         }
         (deferred, Answered::Reply(_)) => {
             if let Err(e) = gateway.store.defer_reply(key).await {
@@ -423,7 +446,8 @@ fn spawn_handler(
         let task = tokio::spawn(async move { handler.handle(&context, &run_inbound).await });
         let abort = task.abort_handle();
         let timeout = account.config.handler_timeout;
-        let outcome: Result<Option<Reply>, String> = match tokio::time::timeout(timeout, task).await {
+        let outcome: Result<Option<Reply>, String> = match tokio::time::timeout(timeout, task).await
+        {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(format!("handler failed: {e}")),
             Ok(Err(join)) if join.is_panic() => Err("handler panicked".to_owned()),
@@ -461,7 +485,11 @@ fn spawn_handler(
                 handler_ms: elapsed.as_millis() as u64,
             },
             Err(reason) => {
-                gateway.metrics.handler_failures.get_or_create(&labels).inc();
+                gateway
+                    .metrics
+                    .handler_failures
+                    .get_or_create(&labels)
+                    .inc();
                 tracing::warn!(account = %account.config.name, %reason, "handler failure recorded");
                 Completion {
                     reply: None,
@@ -538,8 +566,12 @@ fn render(account: &Account, inbound: &Inbound, reply: &Reply, request: &Authent
         return Answer::Success;
     };
     let encrypt = cipher.encrypt(xml.as_bytes(), rand::random());
-    let msg_signature =
-        Signature::message(&account.config.token, &request.timestamp, &request.nonce, &encrypt);
+    let msg_signature = Signature::message(
+        &account.config.token,
+        &request.timestamp,
+        &request.nonce,
+        &encrypt,
+    );
     let envelope = EncryptedReply {
         encrypt,
         msg_signature: msg_signature.to_hex(),

@@ -69,7 +69,10 @@ impl Bound {
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let router = self.gateway.router();
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
@@ -77,7 +80,10 @@ impl Bound {
         tracing::info!("stopped accepting; waiting for running handlers");
         match self.gateway.shutdown(self.config.shutdown_grace).await {
             Ok(0) => tracing::info!("all handlers finished; store flushed"),
-            Ok(unfinished) => tracing::warn!(unfinished, "grace period over with handlers still running; store flushed"),
+            Ok(unfinished) => tracing::warn!(
+                unfinished,
+                "grace period over with handlers still running; store flushed"
+            ),
             Err(e) => tracing::error!(error = %e, "store flush failed at shutdown"),
         }
         Ok(())

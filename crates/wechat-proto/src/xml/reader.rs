@@ -16,9 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::{Element, Limits, ParseError};
-#[cfg(doc)]
-use super::is_valid_element_name;
+use super::{is_name_byte, is_name_start_byte, Element, Limits, ParseError};
 
 /// A parsed document: the elements in document order, borrowing from the input.
 ///
@@ -254,8 +252,14 @@ impl<'a> Tokenizer<'a> {
             .and_then(|rest| rest.iter().position(|&b| !is_name_byte(b)))
             .map_or(bytes.len(), |found| name_start + found);
         let name = self.slice(name_start, name_end)?;
-        let terminated = matches!(bytes.get(name_end), Some(&b) if is_xml_space(b) || b == b'/' || b == b'>');
-        if !terminated || !name.as_bytes().first().is_some_and(|&b| is_name_start_byte(b)) {
+        let terminated =
+            matches!(bytes.get(name_end), Some(&b) if is_xml_space(b) || b == b'/' || b == b'>');
+        if !terminated
+            || !name
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| is_name_start_byte(b))
+        {
             return Err(self.error("invalid element name"));
         }
         // Attributes are skipped; quoted values may contain `>` and `/`.
@@ -443,8 +447,13 @@ impl<'a> TreeBuilder<'a> {
     }
 
     /// Appends one text piece (a text run or a CDATA section) to the open element.
+    ///
+    /// Text directly inside the root is never content in WeChat's dialect, only the
+    /// layout of pretty-printed bodies, so it is not kept: joining those pieces would
+    /// cost an allocation per request for nothing.
     fn append_text(&mut self, piece: Cow<'a, str>) {
-        let Some(node) = self.current.and_then(|index| self.nodes.get_mut(index)) else {
+        let open = self.current.filter(|&index| index != Document::ROOT);
+        let Some(node) = open.and_then(|index| self.nodes.get_mut(index)) else {
             return;
         };
         if piece.is_empty() {
@@ -481,7 +490,9 @@ fn unescape(raw: &str) -> Result<String, &'static str> {
             "amp" => '&',
             "apos" => '\'',
             "quot" => '"',
-            _ => character_reference(name).ok_or("unknown entity or invalid character reference")?,
+            _ => {
+                character_reference(name).ok_or("unknown entity or invalid character reference")?
+            }
         };
         out.push(resolved);
         rest = after.get(1..).unwrap_or_default();
@@ -571,17 +582,6 @@ fn starts_with_ignore_case(haystack: &[u8], offset: usize, needle: &[u8]) -> boo
     haystack
         .get(offset..offset + needle.len())
         .is_some_and(|candidate| candidate.eq_ignore_ascii_case(needle))
-}
-
-/// Whether `b` may appear in an element name: the ASCII name characters of XML, and any
-/// byte of a non-ASCII character (see [`is_valid_element_name`]).
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.') || b >= 0x80
-}
-
-/// Whether `b` may start an element name.
-fn is_name_start_byte(b: u8) -> bool {
-    b.is_ascii_alphabetic() || matches!(b, b'_' | b':') || b >= 0x80
 }
 
 /// XML's four whitespace characters.

@@ -135,7 +135,7 @@ impl Matcher {
                 _ => return false,
             }
         }
-        self.from.is_empty() || self.from.iter().any(|f| *f == inbound.header.from_user_name)
+        self.from.is_empty() || self.from.contains(&inbound.header.from_user_name)
     }
 }
 
@@ -160,7 +160,10 @@ pub struct Router {
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
-            .field("routes", &self.routes.iter().map(|(m, _)| m).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
             .field("fallback", &self.fallback.is_some())
             .finish()
     }

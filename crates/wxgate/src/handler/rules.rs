@@ -51,7 +51,9 @@ impl Handler for RuleHandler {
         match &self.action {
             RuleAction::Success => Ok(None),
             RuleAction::Echo => Ok(Some(echo(inbound))),
-            RuleAction::Reply(template) => render_template(template, inbound, self.regex.as_ref()).map(Some),
+            RuleAction::Reply(template) => {
+                render_template(template, inbound, self.regex.as_ref()).map(Some)
+            }
         }
     }
 }
@@ -104,7 +106,8 @@ fn render_template(
     let mut value = serde_json::to_value(template)
         .map_err(|e| HandlerError::new(format!("invalid reply template: {e}")))?;
     fill_strings(&mut value, &|text| fill(text, &fields, &captures));
-    serde_json::from_value(value).map_err(|e| HandlerError::new(format!("invalid reply template: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| HandlerError::new(format!("invalid reply template: {e}")))
 }
 
 fn fill_strings(value: &mut Value, fill: &dyn Fn(&str) -> Cow<'_, str>) {
@@ -169,9 +172,21 @@ mod tests {
     fn placeholders_fill_from_fields_and_captures() {
         let fields = serde_json::json!({"content": "order 42", "create_time": 7});
         let captures = vec!["order 42".to_owned(), "42".to_owned()];
-        assert_eq!(fill("no placeholders", &fields, &captures), "no placeholders");
-        assert_eq!(fill("you said {content}", &fields, &captures), "you said order 42");
-        assert_eq!(fill("#{1} at {create_time}", &fields, &captures), "#42 at 7");
-        assert_eq!(fill("{unknown} {9} {", &fields, &captures), "{unknown} {9} {");
+        assert_eq!(
+            fill("no placeholders", &fields, &captures),
+            "no placeholders"
+        );
+        assert_eq!(
+            fill("you said {content}", &fields, &captures),
+            "you said order 42"
+        );
+        assert_eq!(
+            fill("#{1} at {create_time}", &fields, &captures),
+            "#42 at 7"
+        );
+        assert_eq!(
+            fill("{unknown} {9} {", &fields, &captures),
+            "{unknown} {9} {"
+        );
     }
 }

@@ -113,6 +113,7 @@ pub struct VerifyArgs {
 
 /// `wxgate sim send`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(subcommand_value_name = "KIND", subcommand_help_heading = "Kinds")]
 pub struct SendArgs {
     #[command(flatten)]
     pub account: AccountArgs,
@@ -129,8 +130,8 @@ pub struct SendArgs {
     /// The request's `nonce` [default: random digits].
     #[arg(long)]
     pub nonce: Option<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
+    /// Print the report as JSON (also accepted after KIND).
+    #[arg(long, global = true)]
     pub json: bool,
     /// What to send.
     #[command(subcommand)]
@@ -230,13 +231,18 @@ impl AccountArgs {
     /// The account as WeChat knows it, checked.
     pub fn side(&self) -> Result<WeChatSide, SimError> {
         let token = Token::new(self.token.clone()).map_err(|e| {
-            SimError::Usage(format!("--token: {e} (1-128 printable characters, no spaces)"))
+            SimError::Usage(format!(
+                "--token: {e} (1-128 printable characters, no spaces)"
+            ))
         })?;
-        let mode = self.mode.map(Mode::from).unwrap_or(if self.aes_key.is_some() {
-            Mode::Safe
-        } else {
-            Mode::Plaintext
-        });
+        let mode = self
+            .mode
+            .map(Mode::from)
+            .unwrap_or(if self.aes_key.is_some() {
+                Mode::Safe
+            } else {
+                Mode::Plaintext
+            });
         let cipher = match (&self.aes_key, &self.app_id) {
             (Some(key), Some(app_id)) => {
                 let key = AesKey::parse(key)
@@ -247,7 +253,8 @@ impl AccountArgs {
             }
             (Some(_), None) => {
                 return Err(SimError::Usage(
-                    "--aes-key needs --app-id: the AppID is written into every ciphertext".to_owned(),
+                    "--aes-key needs --app-id: the AppID is written into every ciphertext"
+                        .to_owned(),
                 ))
             }
             (None, _) => None,
@@ -264,7 +271,11 @@ impl AccountArgs {
                 self.url
             )));
         }
-        Ok(WeChatSide { token, mode, cipher })
+        Ok(WeChatSide {
+            token,
+            mode,
+            cipher,
+        })
     }
 }
 
@@ -272,10 +283,14 @@ impl RetryArgs {
     /// The retry policy.
     pub fn policy(&self) -> Result<RetryPolicy, SimError> {
         if self.timeout_ms == 0 {
-            return Err(SimError::Usage("--timeout-ms must be at least 1".to_owned()));
+            return Err(SimError::Usage(
+                "--timeout-ms must be at least 1".to_owned(),
+            ));
         }
         if self.retries > 100 {
-            return Err(SimError::Usage("--retries must be at most 100 (WeChat uses 3)".to_owned()));
+            return Err(SimError::Usage(
+                "--retries must be at most 100 (WeChat uses 3)".to_owned(),
+            ));
         }
         Ok(RetryPolicy {
             timeout: Duration::from_millis(self.timeout_ms),
@@ -287,7 +302,11 @@ impl RetryArgs {
 
 /// Runs a `wxgate sim` subcommand, writing its report to `out` (and progress notes to
 /// `progress`). Returns whether the verdict is a success.
-pub fn run(command: SimCommand, out: &mut dyn Write, progress: &mut dyn Write) -> Result<bool, SimError> {
+pub fn run(
+    command: SimCommand,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<bool, SimError> {
     match command {
         SimCommand::Verify(args) => run_verify(&args, out),
         SimCommand::Send(args) => run_send(&args, out),
@@ -304,7 +323,10 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, SimError> {
         builder.worker_threads(threads);
         builder
     };
-    builder.enable_all().build().map_err(io("starting the runtime"))
+    builder
+        .enable_all()
+        .build()
+        .map_err(io("starting the runtime"))
 }
 
 fn now() -> i64 {
@@ -312,10 +334,17 @@ fn now() -> i64 {
 }
 
 fn random_digits() -> String {
-    rand::rng().random_range(100_000_000u32..4_000_000_000).to_string()
+    rand::rng()
+        .random_range(100_000_000u32..4_000_000_000)
+        .to_string()
 }
 
-fn print(out: &mut dyn Write, json: bool, report: &impl Serialize, text: impl FnOnce() -> String) -> Result<(), SimError> {
+fn print(
+    out: &mut dyn Write,
+    json: bool,
+    report: &impl Serialize,
+    text: impl FnOnce() -> String,
+) -> Result<(), SimError> {
     let rendered = if json {
         let mut text = serde_json::to_string_pretty(report)
             .map_err(|e| SimError::Usage(format!("cannot render the report as JSON: {e}")))?;
@@ -324,7 +353,8 @@ fn print(out: &mut dyn Write, json: bool, report: &impl Serialize, text: impl Fn
     } else {
         text()
     };
-    out.write_all(rendered.as_bytes()).map_err(io("writing the report"))
+    out.write_all(rendered.as_bytes())
+        .map_err(io("writing the report"))
 }
 
 fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> {
@@ -337,7 +367,9 @@ fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> 
     };
     let side = account.side()?;
     if args.timeout_ms == 0 {
-        return Err(SimError::Usage("--timeout-ms must be at least 1".to_owned()));
+        return Err(SimError::Usage(
+            "--timeout-ms must be at least 1".to_owned(),
+        ));
     }
     let echostr = args.echostr.clone().unwrap_or_else(random_digits);
     let transport = Transport::new()?;
@@ -357,9 +389,12 @@ fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> 
 /// The plaintext XML and sender of a `send`, from a KIND or `--xml`.
 fn message_of(args: &SendArgs) -> Result<(String, String, String), SimError> {
     match (&args.xml, &args.kind) {
-        (Some(_), Some(_)) => Err(SimError::Usage("give either --xml FILE or a KIND, not both".to_owned())),
+        (Some(_), Some(_)) => Err(SimError::Usage(
+            "give either --xml FILE or a KIND, not both".to_owned(),
+        )),
         (None, None) => Err(SimError::Usage(
-            "say what to send: a KIND (text, image, voice, …, subscribe, click, …) or --xml FILE".to_owned(),
+            "say what to send: a KIND (text, image, voice, …, subscribe, click, …) or --xml FILE"
+                .to_owned(),
         )),
         (Some(path), None) => {
             let xml = if path.as_os_str() == "-" {
@@ -374,15 +409,27 @@ fn message_of(args: &SendArgs) -> Result<(String, String, String), SimError> {
                     let label = kind_label(&message.kind);
                     Ok((xml, message.header.from_user_name, label))
                 }
-                Err(e) => Ok((xml, args.header.from_user_name.clone(), format!("custom XML (does not parse as a message: {e})"))),
+                Err(e) => Ok((
+                    xml,
+                    args.header.from_user_name.clone(),
+                    format!("custom XML (does not parse as a message: {e})"),
+                )),
             }
         }
         (None, Some(kind)) => {
             let kind = kind.to_kind();
             let label = kind_label(&kind);
             let h = &args.header;
-            let msg_id = h.msg_id.unwrap_or_else(|| rand::rng().random_range(1 << 52..1 << 62));
-            let message = inbound(&h.to_user_name, &h.from_user_name, h.create_time.unwrap_or_else(now), msg_id, kind);
+            let msg_id = h
+                .msg_id
+                .unwrap_or_else(|| rand::rng().random_range(1 << 52..1 << 62));
+            let message = inbound(
+                &h.to_user_name,
+                &h.from_user_name,
+                h.create_time.unwrap_or_else(now),
+                msg_id,
+                kind,
+            );
             Ok((message.to_xml(), h.from_user_name.clone(), label))
         }
     }
@@ -393,7 +440,12 @@ fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<bool, SimError> {
     let policy = args.retry.policy()?;
     let (xml, sender, kind) = message_of(args)?;
     let nonce = args.nonce.clone().unwrap_or_else(random_digits);
-    let request = side.message_xml(&xml, args.timestamp.unwrap_or_else(now), &nonce, rand::rng().random());
+    let request = side.message_xml(
+        &xml,
+        args.timestamp.unwrap_or_else(now),
+        &nonce,
+        rand::rng().random(),
+    );
     let transport = Transport::new()?;
     let url = &args.account.url;
     let delivery = runtime(1)?.block_on(transport.deliver(url, &side, &request, &sender, &policy));
@@ -416,10 +468,14 @@ fn run_storm(args: &StormArgs, out: &mut dyn Write) -> Result<bool, SimError> {
     let side = args.account.side()?;
     let policy = args.retry.policy()?;
     if !(0.0..=1.0).contains(&args.duplicates) {
-        return Err(SimError::Usage("--duplicates is a share between 0 and 1".to_owned()));
+        return Err(SimError::Usage(
+            "--duplicates is a share between 0 and 1".to_owned(),
+        ));
     }
     if args.messages == 0 || args.concurrency == 0 {
-        return Err(SimError::Usage("--messages and --concurrency must be at least 1".to_owned()));
+        return Err(SimError::Usage(
+            "--messages and --concurrency must be at least 1".to_owned(),
+        ));
     }
     let options = StormOptions {
         messages: args.messages,
@@ -429,10 +485,22 @@ fn run_storm(args: &StormArgs, out: &mut dyn Write) -> Result<bool, SimError> {
     };
     let mut rng = rand::rng();
     let first_msg_id = rng.random_range(1 << 52..1 << 62);
-    let jobs = super::storm::plan(&side, &options, &args.to_user_name, now(), first_msg_id, &mut rng);
+    let jobs = super::storm::plan(
+        &side,
+        &options,
+        &args.to_user_name,
+        now(),
+        first_msg_id,
+        &mut rng,
+    );
     let transport = Transport::new()?;
-    let report: StormReport =
-        runtime(1)?.block_on(super::storm::run(&transport, &args.account.url, &side, jobs, &options));
+    let report: StormReport = runtime(1)?.block_on(super::storm::run(
+        &transport,
+        &args.account.url,
+        &side,
+        jobs,
+        &options,
+    ));
     print(out, args.json, &report, || report.to_text(!args.summary))?;
     Ok(report.ok)
 }
@@ -442,32 +510,55 @@ pub fn default_pool_size(warmup: f64, duration: f64) -> usize {
     (((warmup + duration) * 60_000.0).ceil() as usize).clamp(1_000, 3_000_000)
 }
 
-fn run_load(args: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> Result<bool, SimError> {
+fn run_load(
+    args: &LoadArgs,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<bool, SimError> {
     let side = args.account.side()?;
     let seconds = |value: f64, name: &str| {
         if value.is_finite() && (0.0..=86_400.0).contains(&value) {
             Ok(Duration::from_secs_f64(value))
         } else {
-            Err(SimError::Usage(format!("--{name} must be between 0 and 86400 seconds")))
+            Err(SimError::Usage(format!(
+                "--{name} must be between 0 and 86400 seconds"
+            )))
         }
     };
     let duration = seconds(args.duration, "duration")?;
     let warmup = seconds(args.warmup, "warmup")?;
     if duration.is_zero() || args.connections == 0 || args.timeout_ms == 0 {
-        return Err(SimError::Usage("--duration, --connections and --timeout-ms must be positive".to_owned()));
+        return Err(SimError::Usage(
+            "--duration, --connections and --timeout-ms must be positive".to_owned(),
+        ));
     }
     if !(1..=256).contains(&args.threads) {
-        return Err(SimError::Usage("--threads must be between 1 and 256".to_owned()));
+        return Err(SimError::Usage(
+            "--threads must be between 1 and 256".to_owned(),
+        ));
     }
-    let count = args.messages.unwrap_or_else(|| default_pool_size(args.warmup, args.duration));
+    let count = args
+        .messages
+        .unwrap_or_else(|| default_pool_size(args.warmup, args.duration));
     if count == 0 {
         return Err(SimError::Usage("--messages must be at least 1".to_owned()));
     }
     let runtime = runtime(args.threads)?;
     let target = runtime.block_on(LoadTarget::resolve(&args.account.url))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let _ = writeln!(progress, "building {count} distinct signed messages ({} mode)…", side.mode.as_str());
-    let pool = Arc::new(RequestPool::build(&side, &target, count, args.mix, now(), cores));
+    let _ = writeln!(
+        progress,
+        "building {count} distinct signed messages ({} mode)…",
+        side.mode.as_str()
+    );
+    let pool = Arc::new(RequestPool::build(
+        &side,
+        &target,
+        count,
+        args.mix,
+        now(),
+        cores,
+    ));
     let _ = writeln!(
         progress,
         "{} MB of requests; {} connections for {:.1} s after {:.1} s warm-up…",

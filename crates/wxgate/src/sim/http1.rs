@@ -106,7 +106,8 @@ impl Connection {
         let (head_len, status, framing, close) = self.read_head().await?;
         self.buffer.drain(..head_len);
         self.body.clear();
-        let no_body = status / 100 == 1 || status == 204 || status == 304 || request.starts_with(b"HEAD ");
+        let no_body =
+            status / 100 == 1 || status == 204 || status == 304 || request.starts_with(b"HEAD ");
         let mut close = close;
         if !no_body {
             match framing {
@@ -232,7 +233,8 @@ fn find_head_end(buffer: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_head(head: &[u8]) -> Result<(u16, Framing, bool), ClientError> {
-    let text = std::str::from_utf8(head).map_err(|_| ClientError::Malformed("head is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(head).map_err(|_| ClientError::Malformed("head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
@@ -313,9 +315,15 @@ mod tests {
         let response = connection.exchange(request).await.unwrap();
         assert_eq!((response.status, connection.body()), (204, &b""[..]));
         let response = connection.exchange(request).await.unwrap();
-        assert_eq!((response.status, connection.body()), (500, &b"{\"error\":1}"[..]));
+        assert_eq!(
+            (response.status, connection.body()),
+            (500, &b"{\"error\":1}"[..])
+        );
         assert!(response.close);
-        assert!(matches!(connection.exchange(request).await, Err(ClientError::Io(_) | ClientError::Closed)));
+        assert!(matches!(
+            connection.exchange(request).await,
+            Err(ClientError::Io(_) | ClientError::Closed)
+        ));
     }
 
     #[test]

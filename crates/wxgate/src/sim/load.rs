@@ -159,13 +159,12 @@ impl RequestPool {
                 .step_by(per_thread)
                 .map(|from| {
                     let to = (from + per_thread).min(count);
-                    scope.spawn(move || build_range(side, target, from..to, mix, now, run, first_msg_id))
+                    scope.spawn(move || {
+                        build_range(side, target, from..to, mix, now, run, first_msg_id)
+                    })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok())
-                .collect()
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
         let total: usize = parts.iter().map(RequestPool::bytes).sum();
         let mut arena = Vec::with_capacity(total);
@@ -173,7 +172,11 @@ impl RequestPool {
         for part in parts {
             let base = arena.len();
             arena.extend_from_slice(&part.arena);
-            spans.extend(part.spans.into_iter().map(|(start, len)| (base + start, len)));
+            spans.extend(
+                part.spans
+                    .into_iter()
+                    .map(|(start, len)| (base + start, len)),
+            );
         }
         RequestPool { arena, spans, run }
     }
@@ -244,7 +247,9 @@ fn build_range(
         arena.extend_from_slice(path.as_bytes());
         arena.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         arena.extend_from_slice(target.host.as_bytes());
-        arena.extend_from_slice(b"\r\nUser-Agent: wxgate-sim\r\nContent-Type: text/xml\r\nContent-Length: ");
+        arena.extend_from_slice(
+            b"\r\nUser-Agent: wxgate-sim\r\nContent-Type: text/xml\r\nContent-Length: ",
+        );
         arena.extend_from_slice(signed.body.len().to_string().as_bytes());
         arena.extend_from_slice(b"\r\n\r\n");
         arena.extend_from_slice(signed.body.as_bytes());
@@ -346,7 +351,10 @@ pub async fn run(
     let mut total = ConnectionStats::default();
     for task in tasks {
         let Ok(stats) = task.await else {
-            *total.errors.entry("load task panicked".to_owned()).or_insert(0) += 1;
+            *total
+                .errors
+                .entry("load task panicked".to_owned())
+                .or_insert(0) += 1;
             continue;
         };
         total.histogram.merge(&stats.histogram);
@@ -422,7 +430,8 @@ async fn drive(
                         count(&mut stats.errors, format!("connect: {}", e.kind()));
                     }
                     // Back off a little so that a refused connection does not spin.
-                    tokio::time::sleep_until((Instant::now() + Duration::from_millis(10)).min(end)).await;
+                    tokio::time::sleep_until((Instant::now() + Duration::from_millis(10)).min(end))
+                        .await;
                     continue;
                 }
                 Err(_) => break,
@@ -431,7 +440,8 @@ async fn drive(
         let i = next.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         let deadline = sent + options.timeout;
-        let result = tokio::time::timeout_at(deadline.min(end), conn.exchange(pool.request(i))).await;
+        let result =
+            tokio::time::timeout_at(deadline.min(end), conn.exchange(pool.request(i))).await;
         let measured = sent >= measure_from;
         match result {
             Err(_) if deadline > end => break,
@@ -458,7 +468,9 @@ async fn drive(
                         count(&mut stats.errors, format!("status {}", response.status));
                     }
                     answered += 1;
-                    if options.judge_every > 0 && answered % options.judge_every == 1 % options.judge_every {
+                    if options.judge_every > 0
+                        && answered % options.judge_every == 1 % options.judge_every
+                    {
                         stats.judged += 1;
                         let verdict = side.judge(response.status, conn.body(), &pool.sender(i));
                         count(&mut stats.verdicts, verdict.name().to_owned());
@@ -505,8 +517,16 @@ impl LoadReport {
             out.push_str(&format!("  error ×{count}: {kind}\n"));
         }
         if self.judged > 0 {
-            let verdicts: Vec<String> = self.verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
-            out.push_str(&format!("  judged {} answers: {}\n", self.judged, verdicts.join(", ")));
+            let verdicts: Vec<String> = self
+                .verdicts
+                .iter()
+                .map(|(v, n)| format!("{v} {n}"))
+                .collect();
+            out.push_str(&format!(
+                "  judged {} answers: {}\n",
+                self.judged,
+                verdicts.join(", ")
+            ));
         }
         for (why, count) in &self.unusable {
             out.push_str(&format!("  unusable ×{count}: {why}\n"));
@@ -528,7 +548,9 @@ mod tests {
 
     #[tokio::test]
     async fn targets_are_parsed() {
-        let target = LoadTarget::resolve("http://127.0.0.1:8080/wx/demo?x=1").await.unwrap();
+        let target = LoadTarget::resolve("http://127.0.0.1:8080/wx/demo?x=1")
+            .await
+            .unwrap();
         assert_eq!(target.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(target.host, "127.0.0.1:8080");
         assert_eq!(target.path, "/wx/demo?x=1");
@@ -536,7 +558,10 @@ mod tests {
         assert_eq!((target.addr.port(), target.path.as_str()), (80, "/"));
         let target = LoadTarget::resolve("http://[::1]:9/a").await.unwrap();
         assert_eq!(target.addr, "[::1]:9".parse().unwrap());
-        assert!(matches!(LoadTarget::resolve("https://x/").await, Err(TargetError::Scheme(_))));
+        assert!(matches!(
+            LoadTarget::resolve("https://x/").await,
+            Err(TargetError::Scheme(_))
+        ));
         assert!(LoadTarget::resolve("http:///x").await.is_err());
     }
 }

@@ -35,7 +35,6 @@ pub struct HeaderArgs {
 
 /// What to send: one subcommand per message kind and common event.
 #[derive(Debug, Clone, clap::Subcommand)]
-#[command(allow_negative_numbers = true)]
 pub enum KindArgs {
     /// A text message.
     Text {
@@ -87,13 +86,13 @@ pub enum KindArgs {
     /// A shared location.
     Location {
         /// `Location_X` (latitude).
-        #[arg(long, default_value_t = 23.134521)]
+        #[arg(long, default_value_t = 23.134521, allow_negative_numbers = true)]
         latitude: f64,
         /// `Location_Y` (longitude).
-        #[arg(long, default_value_t = 113.358803)]
+        #[arg(long, default_value_t = 113.358803, allow_negative_numbers = true)]
         longitude: f64,
         /// `Scale` (map zoom).
-        #[arg(long, default_value_t = 20.0)]
+        #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
         scale: f64,
         /// `Label`.
         #[arg(long, default_value = "广东省广州市海珠区新港中路397号")]
@@ -132,13 +131,13 @@ pub enum KindArgs {
     /// `LOCATION`: the follower's position, reported on entering the chat.
     LocationEvent {
         /// `Latitude`.
-        #[arg(long, default_value_t = 23.137466)]
+        #[arg(long, default_value_t = 23.137466, allow_negative_numbers = true)]
         latitude: f64,
         /// `Longitude`.
-        #[arg(long, default_value_t = 113.352425)]
+        #[arg(long, default_value_t = 113.352425, allow_negative_numbers = true)]
         longitude: f64,
         /// `Precision`.
-        #[arg(long, default_value_t = 119.385040)]
+        #[arg(long, default_value_t = 119.385040, allow_negative_numbers = true)]
         precision: f64,
     },
     /// `CLICK`: a "click" menu button.
@@ -364,8 +363,9 @@ mod tests {
 
     #[test]
     fn the_mix_covers_distinct_kinds_and_round_trips() {
-        let labels: std::collections::BTreeSet<String> =
-            (0..MIXED_KINDS as u64).map(|n| kind_label(&mixed_kind(n))).collect();
+        let labels: std::collections::BTreeSet<String> = (0..MIXED_KINDS as u64)
+            .map(|n| kind_label(&mixed_kind(n)))
+            .collect();
         // Two subscribes (plain and QR) share a label.
         assert_eq!(labels.len(), MIXED_KINDS - 1);
         for n in 0..MIXED_KINDS as u64 * 2 {

@@ -149,7 +149,11 @@ impl LatencyHistogram {
         } else {
             self.sum_us as f64 / self.count as f64
         };
-        let max = if self.count == 0 { 0.0 } else { self.max_us as f64 };
+        let max = if self.count == 0 {
+            0.0
+        } else {
+            self.max_us as f64
+        };
         Percentiles {
             count: self.count,
             mean_ms: ms(mean),

@@ -413,7 +413,10 @@ fn attempt_text(a: &AttemptView) -> String {
         ),
     };
     if let Some(decrypted) = &a.decrypted {
-        out.push_str(&format!("  reply (decrypted):\n{}\n", indent(decrypted, "    ")));
+        out.push_str(&format!(
+            "  reply (decrypted):\n{}\n",
+            indent(decrypted, "    ")
+        ));
     }
     if a.result == "answered" {
         match (a.verdict, &a.problem) {
@@ -501,7 +504,10 @@ mod tests {
     #[test]
     fn queries_are_appended() {
         assert_eq!(with_query("http://h/wx/a", "x=1"), "http://h/wx/a?x=1");
-        assert_eq!(with_query("http://h/wx/a?k=v", "x=1"), "http://h/wx/a?k=v&x=1");
+        assert_eq!(
+            with_query("http://h/wx/a?k=v", "x=1"),
+            "http://h/wx/a?k=v&x=1"
+        );
         assert_eq!(with_query("http://h/wx/a", ""), "http://h/wx/a");
     }
 }

@@ -310,7 +310,9 @@ impl StormReport {
     pub fn to_text(&self, per_message: bool) -> String {
         let mut out = String::new();
         if per_message {
-            out.push_str("  msg  dup  kind                 attempts  outcome       ms  the follower sees\n");
+            out.push_str(
+                "  msg  dup  kind                 attempts  outcome       ms  the follower sees\n",
+            );
             for d in &self.deliveries {
                 out.push_str(&format!(
                     "{:>5}  {:<3}  {:<20} {:>8}  {:<12} {:>6.0}  {}{}\n",

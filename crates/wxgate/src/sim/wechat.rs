@@ -88,7 +88,9 @@ impl fmt::Display for Unusable {
         match self {
             Unusable::Status(code) => write!(f, "HTTP status {code}"),
             Unusable::InvalidXml(why) => write!(f, "not a reply XML: {why}"),
-            Unusable::WrongSignature => f.write_str("MsgSignature of the encrypted reply does not match"),
+            Unusable::WrongSignature => {
+                f.write_str("MsgSignature of the encrypted reply does not match")
+            }
             Unusable::WrongEncryption(why) => write!(f, "encrypted reply does not decrypt: {why}"),
             Unusable::NotEncrypted => f.write_str("plaintext reply in safe mode"),
             Unusable::WrongRecipient => f.write_str("reply ToUserName is not the sender"),
@@ -191,7 +193,13 @@ impl WeChatSide {
     }
 
     /// A message POST for this mode, from a typed message.
-    pub fn message(&self, inbound: &Inbound, timestamp: i64, nonce: &str, random: [u8; 16]) -> SignedRequest {
+    pub fn message(
+        &self,
+        inbound: &Inbound,
+        timestamp: i64,
+        nonce: &str,
+        random: [u8; 16],
+    ) -> SignedRequest {
         self.message_xml(&inbound.to_xml(), timestamp, nonce, random)
     }
 

@@ -1,7 +1,10 @@
 //! Shared test rig: a gateway built from a TOML snippet, driven through its real router
 //! with requests signed and encrypted by the simulator's WeChat side.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the rig")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the rig"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +29,11 @@ pub const SENDER: &str = "oyORnuP8q7ou2gfYjqLzSIWZf0rs";
 /// One account per mode, plus `extra` TOML appended (more accounts or rules).
 pub fn config(policy: &str, extra: &str) -> Config {
     let mut text = String::from("[store]\nbackend = \"memory\"\n");
-    for (name, mode) in [("plain", "plaintext"), ("compat", "compatible"), ("safe", "safe")] {
+    for (name, mode) in [
+        ("plain", "plaintext"),
+        ("compat", "compatible"),
+        ("safe", "safe"),
+    ] {
         text.push_str(&format!(
             "[[accounts]]\nname = \"{name}\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\nprevious_encoding_aes_key = \"{OLD_KEY}\"\nmode = \"{mode}\"\npolicy = \"{policy}\"\n[[accounts.rules]]\nkeyword = \"help\"\nreply = {{ type = \"text\", content = \"help for {{from_user_name}}\" }}\n"
         ));
@@ -61,13 +68,23 @@ impl TestApp {
         }
     }
 
-    pub async fn send(&self, method: &str, path: &str, query: &str, body: impl Into<Body>) -> (StatusCode, String) {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, String) {
         let uri = if query.is_empty() {
             path.to_owned()
         } else {
             format!("{path}?{query}")
         };
-        let request = Request::builder().method(method).uri(uri).body(body.into()).unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body.into())
+            .unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -75,7 +92,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, account: &str, request: &SignedRequest) -> (StatusCode, String) {
-        self.send("POST", &format!("/wx/{account}"), &request.query, request.body.clone()).await
+        self.send(
+            "POST",
+            &format!("/wx/{account}"),
+            &request.query,
+            request.body.clone(),
+        )
+        .await
     }
 }
 
@@ -87,7 +110,10 @@ pub fn side_with(mode: Mode, key: &str, app_id: &str) -> WeChatSide {
     WeChatSide {
         token: Token::new(TOKEN).unwrap(),
         mode,
-        cipher: Some(MessageCipher::new(&AesKey::parse(key).unwrap(), AppId::new(app_id).unwrap())),
+        cipher: Some(MessageCipher::new(
+            &AesKey::parse(key).unwrap(),
+            AppId::new(app_id).unwrap(),
+        )),
     }
 }
 
@@ -111,15 +137,33 @@ pub fn message(msg_id: u64, kind: Kind) -> Inbound {
 }
 
 pub fn text(msg_id: u64, content: &str) -> Inbound {
-    message(msg_id, Kind::Text { content: content.to_owned() })
+    message(
+        msg_id,
+        Kind::Text {
+            content: content.to_owned(),
+        },
+    )
 }
 
 /// Sends a typed message as WeChat would in `mode` to account `account`, and judges it.
-pub async fn deliver(app: &TestApp, account: &str, mode: Mode, inbound: &Inbound, nonce: &str) -> (StatusCode, Verdict) {
+pub async fn deliver(
+    app: &TestApp,
+    account: &str,
+    mode: Mode,
+    inbound: &Inbound,
+    nonce: &str,
+) -> (StatusCode, Verdict) {
     let side = side(mode);
     let request = side.message(inbound, now(), nonce, *b"0123456789abcdef");
     let (status, body) = app.post(account, &request).await;
-    (status, side.judge(status.as_u16(), body.as_bytes(), &inbound.header.from_user_name))
+    (
+        status,
+        side.judge(
+            status.as_u16(),
+            body.as_bytes(),
+            &inbound.header.from_user_name,
+        ),
+    )
 }
 
 pub fn reply_text(verdict: &Verdict) -> Option<&str> {
@@ -135,7 +179,11 @@ pub struct RouterOnly(pub axum::Router);
 impl RouterOnly {
     pub async fn post(&self, account: &str, request: &SignedRequest) -> (StatusCode, String) {
         let uri = format!("/wx/{account}?{}", request.query);
-        let http = Request::builder().method("POST").uri(uri).body(Body::from(request.body.clone())).unwrap();
+        let http = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .body(Body::from(request.body.clone()))
+            .unwrap();
         let response = self.0.clone().oneshot(http).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

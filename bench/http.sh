@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# The end-to-end HTTP benchmark: `wxgate serve` (safe mode, echo rule, SQLite inbox) under
+# `wxgate sim load`, next to the floor — a bare axum handler answering `success` — measured
+# in the same run on the same machine.
+#
+# Usage: bench/http.sh            (from anywhere; about a minute with the defaults)
+# Environment knobs: DURATION (seconds measured per run, default 8), WARMUP (default 1),
+# CONNECTIONS (default "16 64"), CARGO_TARGET_DIR (as cargo uses it).
+#
+# It talks only to 127.0.0.1, writes only to a temporary directory, and stops exactly the
+# processes it started (by PID, on any exit). With two or more CPUs and `taskset`, the
+# server runs on CPU 0 and the load generator on CPU 1, so each has one core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-1}
+CONNECTIONS=${CONNECTIONS:-"16 64"}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+APP_ID=wxbench0123456789
+
+echo "== building (release)"
+cargo build --release --quiet -p wxgate --bin wxgate --example floor
+WXGATE=$(realpath "$TARGET_DIR/release/wxgate")
+FLOOR=$(realpath "$TARGET_DIR/release/examples/floor")
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wxgate-bench.XXXXXX")
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  SERVER_PIN=(taskset -c 0)
+  LOAD_PIN=(taskset -c 1)
+  PINNING="server on CPU 0, load generator on CPU 1"
+else
+  SERVER_PIN=()
+  LOAD_PIN=()
+  PINNING="not pinned (needs taskset and 2 CPUs)"
+fi
+
+# A clean environment for the server, so that no WXGATE_* variable of the caller's shell
+# changes the benchmark's config.
+run_clean() { env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$@"; }
+
+# Waits (at most 10 s) until `pattern` appears in `file`; prints the match.
+wait_for() {
+  local file=$1 pattern=$2 found
+  for _ in $(seq 100); do
+    found=$(grep -o -m1 "$pattern" "$file" 2>/dev/null || true)
+    if [ -n "$found" ]; then
+      echo "$found"
+      return 0
+    fi
+    if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "server exited early:" >&2
+      cat "$file" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for the server:" >&2
+  cat "$file" >&2
+  return 1
+}
+
+eval "$("$WXGATE" keygen | sed 's/ = /=/')"   # sets token and encoding_aes_key
+cat >"$WORK/wxgate.toml" <<EOF
+listen = "127.0.0.1:0"
+log_format = "json"
+[store]
+backend = "sqlite"
+path = "$WORK/bench.db"
+[[accounts]]
+name = "bench"
+app_id = "$APP_ID"
+token = "$token"
+encoding_aes_key = "$encoding_aes_key"
+mode = "safe"
+[[accounts.rules]]
+echo = true
+EOF
+
+# Runs the load generator; prints "requests_per_second p99_ms ok".
+load() {
+  local url=$1 connections=$2 out="$WORK/load-$3-$2.json"
+  timeout 300 "${LOAD_PIN[@]}" "$WXGATE" sim load --url "$url" --token "$token" \
+    --app-id "$APP_ID" --aes-key "$encoding_aes_key" --connections "$connections" \
+    --duration "$DURATION" --warmup "$WARMUP" --json >"$out" 2>"$WORK/load.err" || true
+  local rps p99 ok
+  rps=$(sed -n 's/^ *"requests_per_second": \([0-9.]*\).*/\1/p' "$out")
+  p99=$(sed -n 's/^ *"p99_ms": \([0-9.]*\).*/\1/p' "$out")
+  ok=$(sed -n 's/^ *"ok": \([a-z]*\).*/\1/p' "$out" | tail -1)
+  echo "${rps:-0} ${p99:-0} ${ok:-false}"
+  if [ "$ok" != "true" ]; then
+    echo "  (load run reported problems; see below)" >&2
+    sed -n '/"errors"/,/}/p;/"unusable"/,/}/p' "$out" >&2
+  fi
+}
+
+echo "== $PINNING; $DURATION s per run after $WARMUP s warm-up; connections: $CONNECTIONS"
+declare -A GATEWAY FLOOR_RESULT
+
+echo "== wxgate serve (safe mode, echo rule, SQLite inbox at $WORK/bench.db)"
+run_clean WXGATE_LOG=info "${SERVER_PIN[@]}" "$WXGATE" serve --config "$WORK/wxgate.toml" \
+  >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+URL=$(wait_for "$WORK/serve.log" 'http://127\.0\.0\.1:[0-9]*/wx/bench')
+echo "   $URL"
+for c in $CONNECTIONS; do
+  GATEWAY[$c]=$(load "$URL" "$c" gateway)
+  echo "   $c connections: ${GATEWAY[$c]}"
+done
+stop_server
+
+echo "== floor: bare axum answering success"
+run_clean "${SERVER_PIN[@]}" "$FLOOR" 127.0.0.1:0 >"$WORK/floor.log" 2>&1 &
+SERVER_PID=$!
+FLOOR_URL="$(wait_for "$WORK/floor.log" 'http://127\.0\.0\.1:[0-9]*')/wx/bench"
+echo "   $FLOOR_URL"
+for c in $CONNECTIONS; do
+  FLOOR_RESULT[$c]=$(load "$FLOOR_URL" "$c" floor)
+  echo "   $c connections: ${FLOOR_RESULT[$c]}"
+done
+stop_server
+
+echo
+echo "== results (safe mode: every request verified, decrypted, recorded in SQLite, answered encrypted)"
+printf '%-12s %16s %10s %16s %10s %10s\n' connections "gateway req/s" "p99 ms" "floor req/s" "p99 ms" "of floor"
+for c in $CONNECTIONS; do
+  read -r g_rps g_p99 _ <<<"${GATEWAY[$c]}"
+  read -r f_rps f_p99 _ <<<"${FLOOR_RESULT[$c]}"
+  ratio=$(awk -v g="$g_rps" -v f="$f_rps" 'BEGIN { if (f > 0) printf "%.0f%%", 100 * g / f; else print "n/a" }')
+  printf '%-12s %16.0f %10.3f %16.0f %10.3f %10s\n' "$c" "$g_rps" "$g_p99" "$f_rps" "$f_p99" "$ratio"
+done
+last=${CONNECTIONS##* }
+read -r g_rps g_p99 g_ok <<<"${GATEWAY[$last]}"
+read -r f_rps _ _ <<<"${FLOOR_RESULT[$last]}"
+echo
+echo "targets at $last connections (issue 5): >= 40000 req/s, >= 50% of the floor, p99 <= 5 ms"
+awk -v g="$g_rps" -v f="$f_rps" -v p="$g_p99" -v ok="$g_ok" 'BEGIN {
+  printf "  throughput %s · share of floor %s · p99 %s · errors %s\n",
+    (g >= 40000 ? "met" : "MISSED"), (f > 0 && g / f >= 0.5 ? "met" : "MISSED"),
+    (p <= 5 ? "met" : "MISSED"), (ok == "true" ? "none" : "SOME")
+}'
