@@ -608,3 +608,126 @@ fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
         action,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn account(extra: &str) -> String {
+        format!(
+            "[[accounts]]\nname = \"a\"\napp_id = \"wx1\"\ntoken = \"tok\"\nencoding_aes_key = \"{KEY}\"\n{extra}\n"
+        )
+    }
+
+    /// Validates `text` and returns the field the error names, or "ok".
+    fn check(text: &str, env: &[(&str, &str)]) -> String {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match Config::from_toml(text, &env) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        let a = &config.accounts[0];
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.body_limit, DEFAULT_BODY_LIMIT);
+        assert_eq!(a.mode, Mode::Safe);
+        assert_eq!(a.policy, Policy::Ack);
+        assert_eq!(a.budget, DEFAULT_BUDGET);
+        assert_eq!(a.timestamp_window, Some(Duration::from_secs(300)));
+        assert!(
+            matches!(config.store, StoreConfig::Sqlite { ref path, .. } if path == Path::new("wxgate.db"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(String, &str)] = &[
+            (
+                account("mode = \"plaintext\"\npolicy = \"push\""),
+                "accounts[0].policy",
+            ),
+            (account("budget_ms = 5000"), "accounts[0].budget_ms"),
+            (account("bogus = 1"), "config"),
+            (
+                "[[accounts]]\nname = \"a\"\ntoken = \"t\"".to_owned(),
+                "accounts[0].app_id",
+            ),
+            (
+                "[[accounts]]\nname = \"a\"\napp_id = \"wx\"\ntoken = \"t\"\nmode = \"safe\""
+                    .to_owned(),
+                "accounts[0].encoding_aes_key",
+            ),
+            (
+                account("").replace(KEY, "short"),
+                "accounts[0].encoding_aes_key",
+            ),
+            (
+                account("").replace("name = \"a\"", "name = \"a/b\""),
+                "accounts[0].name",
+            ),
+            (
+                format!("{}{}", account(""), account("")),
+                "accounts[1].name",
+            ),
+            (
+                account("[[accounts.rules]]\nkeyword = \"x\""),
+                "accounts[0].rules[0]",
+            ),
+            (
+                account("[[accounts.rules]]\nregex = \"(\"\necho = true"),
+                "accounts[0].rules[0].regex",
+            ),
+            (
+                account("[[accounts.rules]]\nreply = { type = \"nope\" }"),
+                "accounts[0].rules[0].reply",
+            ),
+            (format!("listen = \"nowhere\"\n{}", account("")), "listen"),
+            (
+                format!("[store]\nbackend = \"pg\"\n{}", account("")),
+                "store.backend",
+            ),
+            (String::new(), "accounts"),
+        ];
+        for (text, field) in cases {
+            assert_eq!(check(text, &[]), *field, "{text}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_secrets() {
+        let text = "[[accounts]]\nname = \"my-oa\"\nmode = \"plaintext\"\n";
+        assert_eq!(check(text, &[]), "accounts[0].app_id");
+        let env = [
+            ("WXGATE_ACCOUNT_MY_OA_APP_ID", "wx9"),
+            ("WXGATE_ACCOUNT_MY_OA_TOKEN", "secret"),
+            ("WXGATE_LISTEN", "0.0.0.0:9000"),
+        ];
+        assert_eq!(check(text, &env), "ok");
+        let map = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_toml(text, &map).unwrap();
+        assert_eq!(config.accounts[0].token.expose(), "secret");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(check(text, &[("WXGATE_TYPO", "1")]), "WXGATE_TYPO");
+    }
+
+    #[test]
+    fn the_example_config_and_the_demo_are_valid() {
+        let example = include_str!("../../../wxgate.example.toml");
+        let config = Config::from_toml(example, &BTreeMap::new()).unwrap();
+        assert_eq!(config.accounts[0].rules.len(), 4);
+        let demo = Config::demo("token", KEY, "wx1").unwrap();
+        assert_eq!(demo.accounts.len(), 2);
+    }
+}
