@@ -28,11 +28,11 @@ pub mod signature;
 pub mod xml;
 
 pub use crypto::{CryptoError, MessageCipher, Plaintext};
-pub use dedup::DedupKey;
+pub use dedup::{DedupKey, ParseDedupKeyError};
 pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope};
 pub use error::ErrorCode;
 pub use inbound::{Event, Header, Inbound, Kind};
 pub use key::{AesKey, AppId, KeyError, Token};
 pub use reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
 pub use signature::{Signature, SignatureError};
-pub use xml::{Element, ParseError};
+pub use xml::{Element, Limits, ParseError, XmlWriter};

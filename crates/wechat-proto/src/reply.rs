@@ -490,7 +490,7 @@ impl Reply {
 }
 
 /// Writes `<name>` when the value is present.
-fn optional(w: &mut XmlWriter<'_>, name: &str, value: &Option<String>) {
+fn optional(w: &mut XmlWriter<'_>, name: &'static str, value: &Option<String>) {
     if let Some(value) = value {
         w.cdata_element(name, value);
     }

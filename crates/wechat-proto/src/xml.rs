@@ -238,8 +238,9 @@ fn is_name_start_byte(b: u8) -> bool {
 /// The one XML writer: appends elements to a `String`.
 ///
 /// Strings are always written as CDATA sections (split around `]]>`), numbers bare, and
-/// characters XML forbids are dropped. Names are written as given, so callers pass
-/// literal names; [`XmlWriter::element`] checks the names of raw [`Element`]s.
+/// characters XML forbids are dropped. Element names are `&'static str`: they are the
+/// crate's literals, never data. The one way to write names that come from data, the
+/// raw [`Element`]s of unknown messages, is [`XmlWriter::element`], which checks them.
 #[derive(Debug)]
 pub struct XmlWriter<'a> {
     out: &'a mut String,
@@ -252,14 +253,24 @@ impl<'a> XmlWriter<'a> {
     }
 
     /// Writes `<name>`.
-    pub fn start(&mut self, name: &str) {
+    pub fn start(&mut self, name: &'static str) {
+        self.open_tag(name);
+    }
+
+    /// Writes `</name>`.
+    pub fn end(&mut self, name: &'static str) {
+        self.close_tag(name);
+    }
+
+    /// Writes `<name>` for a name already known to be valid.
+    fn open_tag(&mut self, name: &str) {
         self.out.push('<');
         self.out.push_str(name);
         self.out.push('>');
     }
 
-    /// Writes `</name>`.
-    pub fn end(&mut self, name: &str) {
+    /// Writes `</name>` for a name already known to be valid.
+    fn close_tag(&mut self, name: &str) {
         self.out.push_str("</");
         self.out.push_str(name);
         self.out.push('>');
@@ -303,21 +314,21 @@ impl<'a> XmlWriter<'a> {
     }
 
     /// Writes `<name><![CDATA[text]]></name>`.
-    pub fn cdata_element(&mut self, name: &str, text: &str) {
+    pub fn cdata_element(&mut self, name: &'static str, text: &str) {
         self.start(name);
         self.cdata(text);
         self.end(name);
     }
 
     /// Writes `<name>text</name>` with `text` escaped rather than in CDATA.
-    pub fn escaped_element(&mut self, name: &str, text: &str) {
+    pub fn escaped_element(&mut self, name: &'static str, text: &str) {
         self.start(name);
         self.escaped_text(text);
         self.end(name);
     }
 
     /// Writes `<name>value</name>` for a signed integer.
-    pub fn int_element(&mut self, name: &str, value: i64) {
+    pub fn int_element(&mut self, name: &'static str, value: i64) {
         self.start(name);
         // Writing into a `String` cannot fail.
         let _ = write!(self.out, "{value}");
@@ -325,7 +336,7 @@ impl<'a> XmlWriter<'a> {
     }
 
     /// Writes `<name>value</name>` for an unsigned integer.
-    pub fn uint_element(&mut self, name: &str, value: u64) {
+    pub fn uint_element(&mut self, name: &'static str, value: u64) {
         self.start(name);
         let _ = write!(self.out, "{value}");
         self.end(name);
@@ -333,7 +344,7 @@ impl<'a> XmlWriter<'a> {
 
     /// Writes `<name>value</name>` for a float, in the shortest form that parses back to
     /// the same value (`20` for 20.0).
-    pub fn float_element(&mut self, name: &str, value: f64) {
+    pub fn float_element(&mut self, name: &'static str, value: f64) {
         self.start(name);
         let _ = write!(self.out, "{value}");
         self.end(name);
@@ -341,7 +352,7 @@ impl<'a> XmlWriter<'a> {
 
     /// Writes `<name><![CDATA[value]]></name>` for a float, the way `SendLocationInfo`
     /// carries its numbers.
-    pub fn float_cdata_element(&mut self, name: &str, value: f64) {
+    pub fn float_cdata_element(&mut self, name: &'static str, value: f64) {
         self.start(name);
         let _ = write!(self.out, "<![CDATA[{value}]]>");
         self.end(name);
@@ -356,14 +367,14 @@ impl<'a> XmlWriter<'a> {
         if !is_valid_element_name(&element.name) {
             return;
         }
-        self.start(&element.name);
+        self.open_tag(&element.name);
         if !element.text.is_empty() || element.children.is_empty() {
             self.cdata(&element.text);
         }
         for child in &element.children {
             self.element(child);
         }
-        self.end(&element.name);
+        self.close_tag(&element.name);
     }
 }
 

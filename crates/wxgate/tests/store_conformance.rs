@@ -841,15 +841,19 @@ mod sqlite_only {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("wxgate.db");
         let key = message_key(ACCOUNT, "o-alice", 4);
-        let crashed = open_sqlite_at(&path, DEFAULT_RETENTION);
-        assert_eq!(claim(&crashed, &key, T0).await, claimed(Claim::First, 1));
-        // A process that died stops its heartbeat: make this one look long silent.
+        let survivor = open_sqlite_at(&path, DEFAULT_RETENTION);
+        assert_eq!(claim(&survivor, &key, T0).await, claimed(Claim::First, 1));
+        // Hand the claim to an owner whose heartbeat stopped long ago, as a process that
+        // died mid-flight leaves it. (Aging the live store's own heartbeat instead would
+        // race with its next one.)
         let raw = rusqlite::Connection::open(&path).expect("a raw connection");
         raw.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
-        raw.execute("UPDATE owners SET heartbeat_ms = 0", [])
-            .expect("age the heartbeat");
-        drop(raw);
+        raw.execute_batch(
+            "INSERT INTO owners (id, pid, heartbeat_ms) VALUES (424242, 1, 0);
+             UPDATE inbox SET owner = 424242;",
+        )
+        .expect("a dead owner");
 
         let restarted = open_sqlite_at(&path, DEFAULT_RETENTION);
         let Claimed {
@@ -865,7 +869,12 @@ mod sqlite_only {
                 handler_ms: 0,
             })
         );
-        drop(crashed);
+        let dead_owners: i64 = raw
+            .query_row("SELECT count(*) FROM owners WHERE id = 424242", [], |row| {
+                row.get(0)
+            })
+            .expect("count owners");
+        assert_eq!(dead_owners, 0, "the dead owner is forgotten");
     }
 
     #[tokio::test]

@@ -480,7 +480,7 @@ fn unescape(raw: &str) -> Result<String, &'static str> {
         // Valid references are short; looking further only wastes time on garbage.
         let semicolon = reference
             .bytes()
-            .take(12)
+            .take(32)
             .position(|b| b == b';')
             .ok_or("unterminated entity reference")?;
         let (name, after) = reference.split_at(semicolon);
