@@ -50,9 +50,10 @@ else
   PINNING="not pinned (needs taskset and 2 CPUs)"
 fi
 
-# A clean environment for the server, so that no WXGATE_* variable of the caller's shell
-# changes the benchmark's config.
-run_clean() { env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$@"; }
+# The server runs in a clean environment (`env -i`), so that no WXGATE_* variable of the
+# caller's shell changes the benchmark's config. env and taskset exec the server, so $! is
+# the server's own PID.
+CLEAN_ENV=(env -i PATH="$PATH" HOME="${HOME:-/tmp}")
 
 # Waits (at most 10 s) until `pattern` appears in `file`; prints the match.
 wait_for() {
@@ -110,10 +111,11 @@ load() {
 }
 
 echo "== $PINNING; $DURATION s per run after $WARMUP s warm-up; connections: $CONNECTIONS"
+echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other busy processes make the figures noisy)"
 declare -A GATEWAY FLOOR_RESULT
 
 echo "== wxgate serve (safe mode, echo rule, SQLite inbox at $WORK/bench.db)"
-run_clean WXGATE_LOG=info "${SERVER_PIN[@]}" "$WXGATE" serve --config "$WORK/wxgate.toml" \
+"${CLEAN_ENV[@]}" WXGATE_LOG=info "${SERVER_PIN[@]}" "$WXGATE" serve --config "$WORK/wxgate.toml" \
   >"$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
 URL=$(wait_for "$WORK/serve.log" 'http://127\.0\.0\.1:[0-9]*/wx/bench')
@@ -125,7 +127,7 @@ done
 stop_server
 
 echo "== floor: bare axum answering success"
-run_clean "${SERVER_PIN[@]}" "$FLOOR" 127.0.0.1:0 >"$WORK/floor.log" 2>&1 &
+"${CLEAN_ENV[@]}" "${SERVER_PIN[@]}" "$FLOOR" 127.0.0.1:0 >"$WORK/floor.log" 2>&1 &
 SERVER_PID=$!
 FLOOR_URL="$(wait_for "$WORK/floor.log" 'http://127\.0\.0\.1:[0-9]*')/wx/bench"
 echo "   $FLOOR_URL"
@@ -135,6 +137,7 @@ for c in $CONNECTIONS; do
 done
 stop_server
 
+echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "== results (safe mode: every request verified, decrypted, recorded in SQLite, answered encrypted)"
 printf '%-12s %16s %10s %16s %10s %10s\n' connections "gateway req/s" "p99 ms" "floor req/s" "p99 ms" "of floor"

@@ -60,7 +60,7 @@ use tokio::sync::{oneshot, Notify};
 use wechat_proto::{DedupKey, Reply};
 
 use self::schema::{
-    create_schema, open_connection, LIST_COLUMNS, SQL_COMPLETION_BY_ID, SQL_LATEST,
+    create_schema, open_connection, LIST_COLUMNS, SQL_COMPLETION_BY_ID, SQL_FIND_LATEST,
 };
 use self::writer::{ClaimOutcome, ClaimRow, Op, Responder};
 use super::{
@@ -317,18 +317,9 @@ impl Store for SqliteStore {
         let deadline = tokio::time::Instant::now() + timeout;
         let key = KeyText::new(key);
         let latest = self
-            .read(move |conn| {
-                conn.prepare_cached(SQL_LATEST)
-                    .and_then(|mut statement| {
-                        statement
-                            .query_row(key.params(), |row| {
-                                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
-                            })
-                            .optional()
-                    })
-                    .map_err(backend)
-            })
-            .await?;
+            .read(move |conn| find_latest(conn, &key).map_err(backend))
+            .await?
+            .map(|latest| (latest.id, latest.completion_json));
         let row = match latest {
             // Nothing was claimed under this key, so nothing will complete it.
             None => return Ok(None),
@@ -521,7 +512,7 @@ impl KeyText {
         }
     }
 
-    /// The four parameters of [`latest_row_of_key`], in its order.
+    /// The four parameters that find a key's rows, in the order the statements take them.
     fn params(&self) -> [&dyn rusqlite::ToSql; 4] {
         [&self.order, &self.hash, &self.account, &self.dedup]
     }
@@ -538,6 +529,29 @@ fn key_hash(account: &str, dedup: &str) -> i64 {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
     });
     i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The latest row of a key: the live claim, unless it expired.
+struct LatestRow {
+    id: i64,
+    received_at_ms: i64,
+    attempts: i64,
+    /// `None` while the handler runs.
+    completion_json: Option<String>,
+}
+
+/// Finds the latest row of `key`, on either connection.
+fn find_latest(conn: &Connection, key: &KeyText) -> rusqlite::Result<Option<LatestRow>> {
+    conn.prepare_cached(SQL_FIND_LATEST)?
+        .query_row(key.params(), |row| {
+            Ok(LatestRow {
+                id: row.get(0)?,
+                received_at_ms: row.get(1)?,
+                attempts: row.get(2)?,
+                completion_json: row.get(3)?,
+            })
+        })
+        .optional()
 }
 
 /// Reads the inbox entries `query` asks for, newest first.

@@ -24,8 +24,8 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 
 /// The schema. `inbox` keeps every message ever claimed: a key that expired and arrived
 /// again gets a new row, so the latest row of a key is the one with the highest `id`.
-/// `key_order` and `key_hash` are derived from `account` and `dedup_key` (see `KeyText` in the parent module);
-/// changing how they are computed needs a new schema version.
+/// `key_order` and `key_hash` are derived from `account` and `dedup_key` (see `KeyText` in
+/// the parent module); changing how they are computed needs a new schema version.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS inbox (
     id              INTEGER PRIMARY KEY,
@@ -57,22 +57,24 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 ";
 
-/// The latest row of a key; `?1`..`?4` are the key's order, hash, account and text.
-macro_rules! latest_row_of_key {
+/// Selects the latest row of a key; `?1`..`?4` are the key's order, hash, account and text.
+macro_rules! latest_of_key {
     () => {
-        "SELECT id FROM inbox
+        "FROM inbox
           WHERE key_order = ?1 AND key_hash = ?2 AND account = ?3 AND dedup_key = ?4
           ORDER BY id DESC LIMIT 1"
     };
 }
 
-/// Counts a retry of a live claim. The latest row of the key is live when it was received
-/// no earlier than `?5` (this message's arrival minus the retention).
-pub(super) const SQL_CLAIM_RETRY: &str = concat!(
-    "UPDATE inbox SET attempts = attempts + 1 WHERE id = (",
-    latest_row_of_key!(),
-    ") AND received_at_ms >= ?5 RETURNING attempts, completion_json"
+/// The latest row of a key, in the columns of `LatestRow` (see `writer`). No statement on
+/// the hot path uses `RETURNING`, which makes SQLite build a temporary table per call.
+pub(super) const SQL_FIND_LATEST: &str = concat!(
+    "SELECT id, received_at_ms, attempts, completion_json ",
+    latest_of_key!()
 );
+
+/// Counts a retry of a live claim.
+pub(super) const SQL_COUNT_RETRY: &str = "UPDATE inbox SET attempts = attempts + 1 WHERE id = ?1";
 
 pub(super) const SQL_CLAIM_FIRST: &str = "
 INSERT INTO inbox (key_order, key_hash, account, dedup_key, from_user_name, kind,
@@ -80,21 +82,12 @@ INSERT INTO inbox (key_order, key_hash, account, dedup_key, from_user_name, kind
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)";
 
 /// Stores a completion; a message whose handler gave no reply has nothing to defer.
-pub(super) const SQL_COMPLETE: &str = concat!(
-    "UPDATE inbox SET completion_json = ?5, deferred = deferred AND ?6 WHERE id = (",
-    latest_row_of_key!(),
-    ") RETURNING id"
-);
+pub(super) const SQL_COMPLETE: &str =
+    "UPDATE inbox SET completion_json = ?2, deferred = deferred AND ?3 WHERE id = ?1";
 
 pub(super) const SQL_RECORD_ANSWER: &str = concat!(
-    "UPDATE inbox SET answer_kind = ?5, answer_attempt = ?6 WHERE id = (",
-    latest_row_of_key!(),
-    ")"
-);
-
-pub(super) const SQL_LATEST: &str = concat!(
-    "SELECT id, completion_json FROM inbox WHERE id = (",
-    latest_row_of_key!(),
+    "UPDATE inbox SET answer_kind = ?5, answer_attempt = ?6 WHERE id = (SELECT id ",
+    latest_of_key!(),
     ")"
 );
 

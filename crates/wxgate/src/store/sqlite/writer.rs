@@ -19,13 +19,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::schema::{
-    SQL_CLAIM_FIRST, SQL_CLAIM_RETRY, SQL_COMPLETE, SQL_DEFER, SQL_FORGET_DEAD_OWNERS,
-    SQL_FORGET_OWNER, SQL_HEARTBEAT, SQL_INTERRUPT_ORPHANS, SQL_INTERRUPT_OWN, SQL_LATEST,
-    SQL_OLDEST_DEFERRED, SQL_RECORD_ANSWER, SQL_TAKE_DEFERRED,
+    SQL_CLAIM_FIRST, SQL_COMPLETE, SQL_COUNT_RETRY, SQL_DEFER, SQL_FORGET_DEAD_OWNERS,
+    SQL_FORGET_OWNER, SQL_HEARTBEAT, SQL_INTERRUPT_ORPHANS, SQL_INTERRUPT_OWN, SQL_OLDEST_DEFERRED,
+    SQL_RECORD_ANSWER, SQL_TAKE_DEFERRED,
 };
 use super::{
-    backend, decode_completion, duration_to_ms, no_claim, unix_ms_now, KeyText, Waiters,
-    INTERRUPTED, OWNER_LEASE,
+    backend, decode_completion, duration_to_ms, find_latest, no_claim, unix_ms_now, KeyText,
+    Waiters, INTERRUPTED, OWNER_LEASE,
 };
 use crate::store::{AnswerKind, Completion, StoreError};
 
@@ -270,18 +270,14 @@ impl Writer {
                 has_reply,
                 respond,
             } => {
-                let [order, hash, account, dedup] = key.params();
-                let row = self
-                    .conn
-                    .prepare_cached(SQL_COMPLETE)?
-                    .query_row(
-                        params![order, hash, account, dedup, completion_json, has_reply],
-                        |row| row.get::<_, i64>(0),
-                    )
-                    .optional()?;
-                let result = match row {
-                    Some(row) => {
-                        self.completed_rows.push(row);
+                let result = match find_latest(&self.conn, &key)? {
+                    Some(latest) => {
+                        self.conn.prepare_cached(SQL_COMPLETE)?.execute(params![
+                            latest.id,
+                            completion_json,
+                            has_reply
+                        ])?;
+                        self.completed_rows.push(latest.id);
                         Ok(())
                     }
                     None => Err(no_claim("complete", &key.account)),
@@ -350,19 +346,15 @@ impl Writer {
 
     /// Claims a key: counts a retry of its live row, or inserts a new row.
     fn claim(&mut self, message: &ClaimRow) -> rusqlite::Result<ClaimOutcome> {
-        let [order, hash, account, dedup] = message.key.params();
-        let oldest_live_ms = message.received_at_ms.saturating_sub(self.retention_ms);
-        let retry = self
-            .conn
-            .prepare_cached(SQL_CLAIM_RETRY)?
-            .query_row(
-                params![order, hash, account, dedup, oldest_live_ms],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?)),
-            )
-            .optional()?;
-        if let Some((attempts, completion_json)) = retry {
-            let attempt = u32::try_from(attempts).unwrap_or(u32::MAX);
-            return Ok(match completion_json {
+        let live = find_latest(&self.conn, &message.key)?.filter(|latest| {
+            message.received_at_ms.saturating_sub(latest.received_at_ms) <= self.retention_ms
+        });
+        if let Some(latest) = live {
+            self.conn
+                .prepare_cached(SQL_COUNT_RETRY)?
+                .execute([latest.id])?;
+            let attempt = u32::try_from(latest.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+            return Ok(match latest.completion_json {
                 Some(completion_json) => ClaimOutcome::Done {
                     attempt,
                     completion_json,
@@ -370,6 +362,7 @@ impl Writer {
                 None => ClaimOutcome::InFlight { attempt },
             });
         }
+        let [order, hash, account, dedup] = message.key.params();
         self.conn.prepare_cached(SQL_CLAIM_FIRST)?.execute(params![
             order,
             hash,
@@ -387,16 +380,10 @@ impl Writer {
     /// Marks the latest row of `key` deferred, unless its handler already finished
     /// without a reply (then there is nothing to deliver later).
     fn defer(&mut self, key: &KeyText) -> rusqlite::Result<Result<(), StoreError>> {
-        let latest = self
-            .conn
-            .prepare_cached(SQL_LATEST)?
-            .query_row(key.params(), |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
-            })
-            .optional()?;
-        let Some((row, completion_json)) = latest else {
+        let Some(latest) = find_latest(&self.conn, key)? else {
             return Ok(Err(no_claim("defer_reply", &key.account)));
         };
+        let (row, completion_json) = (latest.id, latest.completion_json);
         if let Some(completion_json) = completion_json {
             match decode_completion(&completion_json) {
                 Ok(completion) if completion.reply.is_none() => return Ok(Ok(())),
