@@ -26,7 +26,7 @@
 //!   heartbeat (for owners that died). Another process that is still alive keeps its
 //!   claims.
 //! - **Finding a key** goes through a compact index on two integers derived from the key
-//!   (see [`KeyText`]): one that grows with time (the `MsgId`, or an event's `CreateTime`),
+//!   (see `KeyText`): one that grows with time (the `MsgId`, or an event's `CreateTime`),
 //!   so that new rows land at the end of the index instead of on a random page, and a
 //!   stable hash that tells apart keys sharing it. The text columns settle any collision.
 //!
