@@ -21,6 +21,12 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_millis(4000);
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// The default accepted clock skew of a request's `timestamp`.
 pub const DEFAULT_TIMESTAMP_WINDOW_SECS: u64 = 300;
+/// The default base URL of WeChat's server API (access tokens, customer-service messages).
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// The default cap on one upstream (`forward`) call, retries included.
+pub const DEFAULT_FORWARD_MAX_SECS: u64 = 60;
+/// The default number of concurrent calls to one upstream.
+pub const DEFAULT_FORWARD_MAX_CONCURRENCY: usize = 64;
 /// The default text answered on the last attempt under `ride_retries`.
 pub const DEFAULT_STILL_WORKING_TEXT: &str = "正在处理，请稍后发送任意消息查看结果。";
 
@@ -128,6 +134,52 @@ impl Policy {
     }
 }
 
+/// A secret string (AppSecret, upstream HMAC secret): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends or signs with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Which endpoint issues access tokens (PROTOCOL §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpoint {
+    /// `POST /cgi-bin/stable_token`: the same token while valid, isolated from other
+    /// callers of `/cgi-bin/token` (the default).
+    StableToken,
+    /// `GET /cgi-bin/token`: every call issues a new token and retires the previous one.
+    Token,
+}
+
+/// The `forward` handler of an account: every message no rule answers goes upstream.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// The upstream URL (http or https) the message is POSTed to.
+    pub url: String,
+    /// The shared secret of the `X-Wxgate-Signature` HMAC; `None` sends no signature.
+    pub secret: Option<Secret>,
+    /// The cap on one upstream call, connect retries included.
+    pub max: Duration,
+    /// How many calls to this upstream may run at once; more wait their turn.
+    pub max_concurrency: usize,
+}
+
 /// One Official Account, validated.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {
@@ -157,6 +209,14 @@ pub struct AccountConfig {
     pub handler_timeout: Duration,
     /// Built-in rules, first match wins.
     pub rules: Vec<RuleConfig>,
+    /// The AppSecret, needed by `push` to obtain access tokens.
+    pub app_secret: Option<Secret>,
+    /// The base URL of WeChat's server API (a proxy, or a test server).
+    pub api_base: String,
+    /// Which endpoint issues access tokens.
+    pub token_endpoint: TokenEndpoint,
+    /// The upstream every message no rule answers is forwarded to.
+    pub forward: Option<ForwardConfig>,
 }
 
 /// A built-in rule: a matcher and what to answer.
@@ -229,6 +289,19 @@ struct RawAccount {
     handler_timeout_secs: Option<u64>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    app_secret: Option<String>,
+    api_base: Option<String>,
+    token_endpoint: Option<TokenEndpoint>,
+    forward: Option<RawForward>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    url: Option<String>,
+    secret: Option<String>,
+    max_secs: Option<u64>,
+    max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,7 +432,8 @@ echo = true
 /// Applies the `WXGATE_*` overrides: `WXGATE_LISTEN`, `WXGATE_STORE_PATH`,
 /// `WXGATE_STORE_BACKEND`, `WXGATE_LOG_FORMAT`, and per account (name upper-cased, `-`
 /// as `_`) `WXGATE_ACCOUNT_<NAME>_TOKEN`, `…_ENCODING_AES_KEY`,
-/// `…_PREVIOUS_ENCODING_AES_KEY`, `…_APP_ID` — so secrets need not sit in the file.
+/// `…_PREVIOUS_ENCODING_AES_KEY`, `…_APP_ID`, `…_APP_SECRET`, `…_FORWARD_SECRET` — so
+/// secrets need not sit in the file.
 fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     if let Some(listen) = env.get("WXGATE_LISTEN") {
         raw.listen = Some(listen.clone());
@@ -385,6 +459,13 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
         account.previous_encoding_aes_key =
             get("PREVIOUS_ENCODING_AES_KEY").or(account.previous_encoding_aes_key.take());
         account.app_id = get("APP_ID").or(account.app_id.take());
+        account.app_secret = get("APP_SECRET").or(account.app_secret.take());
+        if let Some(secret) = get("FORWARD_SECRET") {
+            account
+                .forward
+                .get_or_insert_with(RawForward::default)
+                .secret = Some(secret);
+        }
     }
     let known_prefix = "WXGATE_";
     for key in env.keys().filter(|k| k.starts_with(known_prefix)) {
@@ -503,12 +584,29 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         ));
     }
     let policy = raw.policy.unwrap_or(Policy::Ack);
-    if policy == Policy::Push {
+    let app_secret = match raw.app_secret.as_deref() {
+        Some("") => return Err(ConfigError::new(field("app_secret"), "must not be empty")),
+        Some(secret) => Some(Secret::new(secret)),
+        None => None,
+    };
+    if policy == Policy::Push && app_secret.is_none() {
         return Err(ConfigError::new(
-            field("policy"),
-            "push (customer-service API) is not available in this version; use ack or ride_retries",
+            field("app_secret"),
+            "is required by policy = \"push\" (it obtains the access token of the customer-service API)",
         ));
     }
+    let api_base = raw
+        .api_base
+        .as_deref()
+        .unwrap_or(DEFAULT_API_BASE)
+        .trim_end_matches('/')
+        .to_owned();
+    check_http_url(&api_base).map_err(|reason| ConfigError::new(field("api_base"), reason))?;
+    let forward = raw
+        .forward
+        .as_ref()
+        .map(|forward| validate_forward(&format!("accounts[{index}].forward"), forward))
+        .transpose()?;
     let last_attempt = raw.ride_retries_last_attempt.unwrap_or(3);
     if !(2..=4).contains(&last_attempt) {
         return Err(ConfigError::new(
@@ -516,7 +614,19 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
             "must be 2, 3 or 4 (WeChat delivers a message at most 4 times)",
         ));
     }
-    let handler_timeout = Duration::from_secs(raw.handler_timeout_secs.unwrap_or(60));
+    // A forwarded call may run for `forward.max_secs`; the handler must be allowed as long,
+    // or its late answer would be cut off and lost.
+    let forward_max = forward.as_ref().map_or(Duration::ZERO, |f| f.max);
+    let handler_timeout = match raw.handler_timeout_secs {
+        Some(secs) => Duration::from_secs(secs),
+        None => Duration::from_secs(60).max(forward_max),
+    };
+    if handler_timeout < forward_max {
+        return Err(ConfigError::new(
+            field("handler_timeout_secs"),
+            "must not be shorter than forward.max_secs",
+        ));
+    }
     if handler_timeout < budget {
         return Err(ConfigError::new(
             field("handler_timeout_secs"),
@@ -553,6 +663,54 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         last_attempt,
         handler_timeout,
         rules,
+        app_secret,
+        api_base,
+        token_endpoint: raw.token_endpoint.unwrap_or(TokenEndpoint::StableToken),
+        forward,
+    })
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an http or https URL"));
+    }
+    Ok(())
+}
+
+fn validate_forward(path: &str, raw: &RawForward) -> Result<ForwardConfig, ConfigError> {
+    let field = |name: &str| format!("{path}.{name}");
+    let url = raw
+        .url
+        .clone()
+        .ok_or_else(|| ConfigError::new(field("url"), "is required"))?;
+    check_http_url(&url).map_err(|reason| ConfigError::new(field("url"), reason))?;
+    let secret = match raw.secret.as_deref() {
+        Some("") => return Err(ConfigError::new(field("secret"), "must not be empty")),
+        Some(secret) => Some(Secret::new(secret)),
+        None => None,
+    };
+    let max_secs = raw.max_secs.unwrap_or(DEFAULT_FORWARD_MAX_SECS);
+    if !(1..=3600).contains(&max_secs) {
+        return Err(ConfigError::new(
+            field("max_secs"),
+            "must be between 1 and 3600",
+        ));
+    }
+    let max_concurrency = raw
+        .max_concurrency
+        .unwrap_or(DEFAULT_FORWARD_MAX_CONCURRENCY);
+    if !(1..=10_000).contains(&max_concurrency) {
+        return Err(ConfigError::new(
+            field("max_concurrency"),
+            "must be between 1 and 10000",
+        ));
+    }
+    Ok(ForwardConfig {
+        url,
+        secret,
+        max: Duration::from_secs(max_secs),
+        max_concurrency,
     })
 }
 
@@ -653,7 +811,32 @@ mod tests {
         let cases: &[(String, &str)] = &[
             (
                 account("mode = \"plaintext\"\npolicy = \"push\""),
-                "accounts[0].policy",
+                "accounts[0].app_secret",
+            ),
+            (
+                account("policy = \"push\"\napp_secret = \"s\"\napi_base = \"ftp://x\""),
+                "accounts[0].api_base",
+            ),
+            (
+                account("token_endpoint = \"nope\""),
+                "config",
+            ),
+            (account("[accounts.forward]\nsecret = \"s\""), "accounts[0].forward.url"),
+            (
+                account("[accounts.forward]\nurl = \"not a url\""),
+                "accounts[0].forward.url",
+            ),
+            (
+                account("[accounts.forward]\nurl = \"http://h/\"\nmax_secs = 0"),
+                "accounts[0].forward.max_secs",
+            ),
+            (
+                account("[accounts.forward]\nurl = \"http://h/\"\nmax_concurrency = 0"),
+                "accounts[0].forward.max_concurrency",
+            ),
+            (
+                account("handler_timeout_secs = 10\n[accounts.forward]\nurl = \"http://h/\"\nmax_secs = 20"),
+                "accounts[0].handler_timeout_secs",
             ),
             (account("budget_ms = 5000"), "accounts[0].budget_ms"),
             (account("bogus = 1"), "config"),
@@ -703,6 +886,32 @@ mod tests {
     }
 
     #[test]
+    fn push_and_forward_settings_are_validated_and_secrets_redacted() {
+        let text = account(
+            "policy = \"push\"\napp_secret = \"appsecret-value\"\napi_base = \"http://127.0.0.1:9/\"\ntoken_endpoint = \"token\"\n[accounts.forward]\nurl = \"http://127.0.0.1:9000/wechat\"\nsecret = \"hmac-value\"\nmax_secs = 90",
+        );
+        let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+        let a = &config.accounts[0];
+        assert_eq!(a.policy, Policy::Push);
+        assert_eq!(a.api_base, "http://127.0.0.1:9");
+        assert_eq!(a.token_endpoint, TokenEndpoint::Token);
+        let forward = a.forward.as_ref().unwrap();
+        assert_eq!(forward.max, Duration::from_secs(90));
+        assert_eq!(forward.max_concurrency, DEFAULT_FORWARD_MAX_CONCURRENCY);
+        // The handler may run as long as the upstream call.
+        assert_eq!(a.handler_timeout, Duration::from_secs(90));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("appsecret-value") && !shown.contains("hmac-value"));
+        // Defaults.
+        let plain = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        assert_eq!(plain.accounts[0].api_base, DEFAULT_API_BASE);
+        assert_eq!(plain.accounts[0].token_endpoint, TokenEndpoint::StableToken);
+        // The AppSecret may come from the environment.
+        let env = [("WXGATE_ACCOUNT_A_APP_SECRET", "from-env")];
+        assert_eq!(check(&account("policy = \"push\""), &env), "ok");
+    }
+
+    #[test]
     fn environment_overrides_secrets() {
         let text = "[[accounts]]\nname = \"my-oa\"\nmode = \"plaintext\"\n";
         assert_eq!(check(text, &[]), "accounts[0].app_id");
@@ -727,6 +936,24 @@ mod tests {
         let example = include_str!("../../../wxgate.example.toml");
         let config = Config::from_toml(example, &BTreeMap::new()).unwrap();
         assert_eq!(config.accounts[0].rules.len(), 4);
+        // The commented push and forward keys are valid once uncommented.
+        let mut uncommented = example.to_owned();
+        for key in [
+            "[accounts.forward]",
+            "url = ",
+            "secret = ",
+            "max_secs = ",
+            "max_concurrency = ",
+            "app_secret = ",
+            "api_base = ",
+            "token_endpoint = ",
+        ] {
+            uncommented = uncommented.replace(&format!("# {key}"), key);
+        }
+        let uncommented = uncommented.replace("policy = \"ack\"", "policy = \"push\"");
+        let config = Config::from_toml(&uncommented, &BTreeMap::new()).unwrap();
+        assert_eq!(config.accounts[0].policy, Policy::Push);
+        assert!(config.accounts[0].forward.is_some());
         let demo = Config::demo("token", KEY, "wx1").unwrap();
         assert_eq!(demo.accounts.len(), 2);
     }

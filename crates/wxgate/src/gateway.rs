@@ -9,13 +9,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wechat_proto::MessageCipher;
 
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, Policy, StoreConfig};
+use crate::forward::{http_client, ForwardHandler};
 use crate::handler::rules::router_from_rules;
 use crate::handler::{Handler, Router};
 use crate::metrics::Metrics;
+use crate::push::{
+    CustomerServiceClient, MemoryOutbox, Outbox, PushAccount, Pusher, RetryPolicy, SqliteOutbox,
+    TokenCache,
+};
 use crate::store::{Store, StoreError};
 
 /// One account, ready to serve: its config, its ciphers and its handler.
@@ -24,7 +30,8 @@ pub struct Account {
     pub config: AccountConfig,
     /// The current key's cipher first, then the previous key's during a rotation.
     pub ciphers: Vec<MessageCipher>,
-    /// The rules, then the account's code handler (if any) as the fallback.
+    /// The rules, then the account's code handler (or its `forward` upstream) as the
+    /// fallback.
     pub handler: Arc<dyn Handler>,
 }
 
@@ -47,6 +54,8 @@ pub struct Gateway {
     /// Every handler task, so that shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     pub(crate) body_limit: usize,
+    /// The delivery workers of `push` accounts; `None` when no account uses `push`.
+    pub(crate) pusher: Option<Arc<Pusher>>,
 }
 
 /// Assembles a [`Gateway`].
@@ -54,6 +63,8 @@ pub struct GatewayBuilder {
     config: Config,
     store: Arc<dyn Store>,
     handlers: HashMap<String, Arc<dyn Handler>>,
+    outbox: Option<Arc<dyn Outbox>>,
+    push_retry: RetryPolicy,
 }
 
 impl fmt::Debug for GatewayBuilder {
@@ -72,7 +83,22 @@ impl GatewayBuilder {
             config,
             store,
             handlers: HashMap::new(),
+            outbox: None,
+            push_retry: RetryPolicy::default(),
         }
+    }
+
+    /// Sets the outbox of `push` deliveries. By default it follows the store: a table in
+    /// the SQLite file, or memory.
+    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> GatewayBuilder {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Sets the retry timing of `push` deliveries (tests shorten it).
+    pub fn push_retry(mut self, retry: RetryPolicy) -> GatewayBuilder {
+        self.push_retry = retry;
+        self
     }
 
     /// Sets the code handler of an account; it runs for messages no config rule matches.
@@ -81,8 +107,11 @@ impl GatewayBuilder {
         self
     }
 
-    /// Builds the gateway.
+    /// Builds the gateway. Under a tokio runtime, the pending `push` deliveries of an
+    /// earlier run are resumed in the background.
     pub fn build(mut self) -> Gateway {
+        // One pooled client for every upstream and WeChat API call.
+        let http = http_client();
         let accounts = self
             .config
             .accounts
@@ -94,8 +123,11 @@ impl GatewayBuilder {
                     .map(|key| MessageCipher::new(key, config.app_id.clone()))
                     .collect();
                 let mut router: Router = router_from_rules(&config.rules);
+                // A handler set in code wins over the configured upstream.
                 if let Some(handler) = self.handlers.remove(&config.name) {
                     router = router.fallback_arc(handler);
+                } else if let Some(forward) = &config.forward {
+                    router = router.fallback(ForwardHandler::new(http.clone(), forward.clone()));
                 }
                 let account = Account {
                     config: config.clone(),
@@ -105,13 +137,72 @@ impl GatewayBuilder {
                 (config.name.clone(), Arc::new(account))
             })
             .collect();
+        let tasks = TaskTracker::new();
+        let pusher = self.pusher(&http, &tasks);
+        if let (Some(pusher), Ok(runtime)) = (&pusher, tokio::runtime::Handle::try_current()) {
+            let pusher = Arc::clone(pusher);
+            tasks.spawn_on(
+                async move {
+                    if let Err(e) = pusher.resume().await {
+                        tracing::error!(error = %e, "could not resume pending push deliveries");
+                    }
+                },
+                &runtime,
+            );
+        }
         Gateway {
             accounts,
             store: self.store,
             metrics: Arc::new(Metrics::new()),
-            tasks: TaskTracker::new(),
+            tasks,
             body_limit: self.config.body_limit,
+            pusher,
         }
+    }
+
+    /// The delivery workers, when some account uses `push`.
+    fn pusher(&mut self, http: &reqwest::Client, tasks: &TaskTracker) -> Option<Arc<Pusher>> {
+        let accounts: HashMap<String, PushAccount> = self
+            .config
+            .accounts
+            .iter()
+            .filter(|config| config.policy == Policy::Push)
+            .filter_map(|config| {
+                // Validation requires the AppSecret under push.
+                let secret = config.app_secret.clone()?;
+                let tokens = TokenCache::new(
+                    http.clone(),
+                    &config.api_base,
+                    config.app_id.as_str(),
+                    secret,
+                    config.token_endpoint,
+                );
+                let push = PushAccount {
+                    client: CustomerServiceClient::new(http.clone(), &config.api_base, tokens),
+                    wait_limit: config.handler_timeout + Duration::from_secs(5),
+                };
+                Some((config.name.clone(), push))
+            })
+            .collect();
+        if accounts.is_empty() {
+            return None;
+        }
+        let outbox = self
+            .outbox
+            .take()
+            .unwrap_or_else(|| match &self.config.store {
+                StoreConfig::Memory { .. } => Arc::new(MemoryOutbox::new()),
+                StoreConfig::Sqlite { path, .. } => Arc::new(SqliteOutbox::new(path)),
+            });
+        let pusher = Pusher::new(
+            Arc::clone(&self.store),
+            outbox,
+            accounts,
+            tasks.clone(),
+            CancellationToken::new(),
+        )
+        .with_retry(self.push_retry);
+        Some(Arc::new(pusher))
     }
 }
 
@@ -131,21 +222,35 @@ impl Gateway {
         &self.metrics
     }
 
+    /// The `push` delivery workers and their outbox, when some account uses `push`.
+    pub fn pusher(&self) -> Option<&Arc<Pusher>> {
+        self.pusher.as_ref()
+    }
+
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
         self.accounts.get(name)
     }
 
-    /// Waits (up to `grace`) for every running handler, then flushes the store.
+    /// Waits (up to `grace`) for every running handler and push delivery, then flushes
+    /// the store.
     ///
-    /// Call after the HTTP server stopped accepting. Returns how many handler tasks were
-    /// still running when the grace period ended (they are recorded as interrupted on the
-    /// next start by persistent stores).
+    /// Call after the HTTP server stopped accepting. Returns how many tasks were still
+    /// running when the grace period ended (handlers are recorded as interrupted on the
+    /// next start by persistent stores; push deliveries stay pending and are resumed).
     pub async fn shutdown(&self, grace: Duration) -> Result<usize, StoreError> {
         self.tasks.close();
         let unfinished = match tokio::time::timeout(grace, self.tasks.wait()).await {
             Ok(()) => 0,
-            Err(_) => self.tasks.len(),
+            Err(_) => {
+                let unfinished = self.tasks.len();
+                if let Some(pusher) = &self.pusher {
+                    // Workers stop at their next wait; a send in progress is recorded.
+                    pusher.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(11), self.tasks.wait()).await;
+                }
+                unfinished
+            }
         };
         self.store.flush().await?;
         Ok(unfinished)

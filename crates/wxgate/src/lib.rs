@@ -10,11 +10,13 @@
 
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod gateway;
 pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod push;
 pub mod serve;
 pub mod sim;
 pub mod store;
