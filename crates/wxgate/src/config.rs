@@ -245,6 +245,8 @@ pub enum RuleAction {
     Echo,
     /// Answer the bare `success`.
     Success,
+    /// Hand the message to the account's `[accounts.forward]` upstream.
+    Forward,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,6 +317,8 @@ struct RawRule {
     from: Vec<String>,
     #[serde(default)]
     echo: bool,
+    #[serde(default)]
+    forward: bool,
     reply: Option<toml::Value>,
 }
 
@@ -643,6 +647,14 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         .enumerate()
         .map(|(i, rule)| validate_rule(&format!("accounts[{index}].rules[{i}]"), rule))
         .collect::<Result<Vec<_>, _>>()?;
+    if forward.is_none() {
+        if let Some(i) = rules.iter().position(|r| r.action == RuleAction::Forward) {
+            return Err(ConfigError::new(
+                format!("accounts[{index}].rules[{i}].forward"),
+                "needs an [accounts.forward] upstream",
+            ));
+        }
+    }
     Ok(AccountConfig {
         name,
         app_id,
@@ -735,18 +747,24 @@ fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
         .as_deref()
         .map(|r| regex::Regex::new(r).map_err(|e| ConfigError::new(field("regex"), e.to_string())))
         .transpose()?;
-    let action = match (&raw.reply, raw.echo) {
-        (Some(_), true) => {
+    let actions =
+        usize::from(raw.reply.is_some()) + usize::from(raw.echo) + usize::from(raw.forward);
+    if actions > 1 {
+        return Err(ConfigError::new(
+            path,
+            "has more than one of reply, echo and forward; choose one",
+        ));
+    }
+    let action = match &raw.reply {
+        None if raw.echo => RuleAction::Echo,
+        None if raw.forward => RuleAction::Forward,
+        None => {
             return Err(ConfigError::new(
                 path,
-                "has both reply and echo; choose one",
+                "needs a reply table, echo = true or forward = true",
             ));
         }
-        (None, true) => RuleAction::Echo,
-        (None, false) => {
-            return Err(ConfigError::new(path, "needs a reply table or echo = true"));
-        }
-        (Some(value), false) => {
+        Some(value) => {
             let reply: Reply = value
                 .clone()
                 .try_into()
@@ -822,6 +840,14 @@ mod tests {
                 "config",
             ),
             (account("[accounts.forward]\nsecret = \"s\""), "accounts[0].forward.url"),
+            (
+                account("[[accounts.rules]]\nkind = \"voice\"\nforward = true"),
+                "accounts[0].rules[0].forward",
+            ),
+            (
+                account("[[accounts.rules]]\nforward = true\necho = true"),
+                "accounts[0].rules[0]",
+            ),
             (
                 account("[accounts.forward]\nurl = \"not a url\""),
                 "accounts[0].forward.url",

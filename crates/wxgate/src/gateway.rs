@@ -122,12 +122,13 @@ impl GatewayBuilder {
                     .flatten()
                     .map(|key| MessageCipher::new(key, config.app_id.clone()))
                     .collect();
-                let mut router: Router = router_from_rules(&config.rules);
+                let upstream: Option<Arc<dyn Handler>> = config.forward.as_ref().map(|forward| {
+                    Arc::new(ForwardHandler::new(http.clone(), forward.clone())) as _
+                });
+                let mut router: Router = router_from_rules(&config.rules, upstream.as_ref());
                 // A handler set in code wins over the configured upstream.
-                if let Some(handler) = self.handlers.remove(&config.name) {
+                if let Some(handler) = self.handlers.remove(&config.name).or(upstream) {
                     router = router.fallback_arc(handler);
-                } else if let Some(forward) = &config.forward {
-                    router = router.fallback(ForwardHandler::new(http.clone(), forward.clone()));
                 }
                 let account = Account {
                     config: config.clone(),

@@ -195,3 +195,23 @@ async fn a_code_handler_wins_over_the_configured_upstream() {
     assert!(answer.contains("code"));
     assert_eq!(fake.with(|f| f.upstream_calls.len()), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_rule_sends_its_messages_upstream_before_the_code_handler() {
+    let fake = FakeServer::start().await;
+    let rule = "[[accounts.rules]]\nkeyword = \"ask\"\nforward = true";
+    let config = config(MEMORY, "ack", rule, &forward_table(&fake.base, ""));
+    let app = TestApp::new(config, |b| {
+        b.handler("oa", |_ctx, _inbound| async {
+            Ok(Some(Reply::Text {
+                content: "code".to_owned(),
+            }))
+        })
+    });
+    let side = side(Mode::Plaintext);
+    let (_, answer) = app.post("oa", &side.message(&text(500, "q"), now(), "c", [5; 16])).await;
+    assert!(answer.contains("code"), "{answer}");
+    assert_eq!(fake.with(|f| f.upstream_calls.len()), 0);
+    app.post("oa", &side.message(&text(501, "ask"), now(), "d", [6; 16])).await;
+    assert_eq!(fake.with(|f| f.upstream_calls.len()), 1, "the rule forwarded");
+}

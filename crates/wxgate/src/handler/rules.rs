@@ -6,6 +6,7 @@
 //! placeholder is left as written, so a typo shows in the reply instead of vanishing.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -14,8 +15,9 @@ use wechat_proto::{Event, Inbound, Kind, Reply};
 use super::{text_of, Handler, HandlerContext, HandlerError, Matcher, Router};
 use crate::config::{RuleAction, RuleConfig};
 
-/// Builds the router of an account's rules, in order.
-pub fn router_from_rules(rules: &[RuleConfig]) -> Router {
+/// Builds the router of an account's rules, in order. `forward` is the account's
+/// upstream handler, which `forward = true` rules hand their messages to.
+pub fn router_from_rules(rules: &[RuleConfig], forward: Option<&Arc<dyn Handler>>) -> Router {
     rules.iter().fold(Router::new(), |router, rule| {
         let matcher = Matcher {
             kind: rule.kind.clone(),
@@ -24,13 +26,27 @@ pub fn router_from_rules(rules: &[RuleConfig]) -> Router {
             regex: rule.regex.clone(),
             from: rule.from.clone(),
         };
-        router.route(
-            matcher,
-            RuleHandler {
-                action: rule.action.clone(),
-                regex: rule.regex.clone(),
-            },
-        )
+        match (&rule.action, forward) {
+            (RuleAction::Forward, Some(upstream)) => {
+                router.route_arc(matcher, Arc::clone(upstream))
+            }
+            // Config validation refuses a forward rule without an upstream; answering
+            // `success` keeps the router total anyway.
+            (RuleAction::Forward, None) => router.route(
+                matcher,
+                RuleHandler {
+                    action: RuleAction::Success,
+                    regex: None,
+                },
+            ),
+            (action, _) => router.route(
+                matcher,
+                RuleHandler {
+                    action: action.clone(),
+                    regex: rule.regex.clone(),
+                },
+            ),
+        }
     })
 }
 
@@ -49,7 +65,7 @@ impl Handler for RuleHandler {
         inbound: &Inbound,
     ) -> Result<Option<Reply>, HandlerError> {
         match &self.action {
-            RuleAction::Success => Ok(None),
+            RuleAction::Success | RuleAction::Forward => Ok(None),
             RuleAction::Echo => Ok(Some(echo(inbound))),
             RuleAction::Reply(template) => {
                 render_template(template, inbound, self.regex.as_ref()).map(Some)
