@@ -93,17 +93,28 @@ mode = "safe"
 echo = true
 EOF
 
-# Runs the load generator; prints "requests_per_second p99_ms ok".
+# The server's CPU time so far (all threads), in clock ticks.
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+
+# Runs the load generator; prints "requests_per_second p99_ms ok cpu_us_per_request".
+# CPU per request (the server's user + system time over every request sent, warm-up
+# included) does not depend on what else the machine runs, unlike requests/s.
 load() {
   local url=$1 connections=$2 out="$WORK/load-$3-$2.json"
+  local before after
+  before=$(server_ticks)
   timeout 300 "${LOAD_PIN[@]}" "$WXGATE" sim load --url "$url" --token "$token" \
     --app-id "$APP_ID" --aes-key "$encoding_aes_key" --connections "$connections" \
     --duration "$DURATION" --warmup "$WARMUP" --json >"$out" 2>"$WORK/load.err" || true
-  local rps p99 ok
+  after=$(server_ticks)
+  local rps p99 ok sent cpu
   rps=$(sed -n 's/^ *"requests_per_second": \([0-9.]*\).*/\1/p' "$out")
   p99=$(sed -n 's/^ *"p99_ms": \([0-9.]*\).*/\1/p' "$out")
   ok=$(sed -n 's/^ *"ok": \([a-z]*\).*/\1/p' "$out" | tail -1)
-  echo "${rps:-0} ${p99:-0} ${ok:-false}"
+  sent=$(sed -n 's/^ *"sent": \([0-9]*\).*/\1/p' "$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="${sent:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print 0 }')
+  echo "${rps:-0} ${p99:-0} ${ok:-false} $cpu"
   if [ "$ok" != "true" ]; then
     echo "  (load run reported problems; see below)" >&2
     sed -n '/"errors"/,/}/p;/"unusable"/,/}/p' "$out" >&2
@@ -140,16 +151,20 @@ stop_server
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "== results (safe mode: every request verified, decrypted, recorded in SQLite, answered encrypted)"
-printf '%-12s %16s %10s %16s %10s %10s\n' connections "gateway req/s" "p99 ms" "floor req/s" "p99 ms" "of floor"
+printf '%-12s %14s %8s %12s %14s %8s %12s %9s\n' connections "gateway req/s" "p99 ms" "CPU us/req" \
+  "floor req/s" "p99 ms" "CPU us/req" "of floor"
 for c in $CONNECTIONS; do
-  read -r g_rps g_p99 _ <<<"${GATEWAY[$c]}"
-  read -r f_rps f_p99 _ <<<"${FLOOR_RESULT[$c]}"
+  read -r g_rps g_p99 _ g_cpu <<<"${GATEWAY[$c]}"
+  read -r f_rps f_p99 _ f_cpu <<<"${FLOOR_RESULT[$c]}"
   ratio=$(awk -v g="$g_rps" -v f="$f_rps" 'BEGIN { if (f > 0) printf "%.0f%%", 100 * g / f; else print "n/a" }')
-  printf '%-12s %16.0f %10.3f %16.0f %10.3f %10s\n' "$c" "$g_rps" "$g_p99" "$f_rps" "$f_p99" "$ratio"
+  printf '%-12s %14.0f %8.3f %12s %14.0f %8.3f %12s %9s\n' "$c" "$g_rps" "$g_p99" "$g_cpu" \
+    "$f_rps" "$f_p99" "$f_cpu" "$ratio"
 done
+echo "(CPU us/req: the server's CPU time per request; 1e6 / it is what one fully available core"
+echo " could serve, whatever else the machine was running during the measurement)"
 last=${CONNECTIONS##* }
-read -r g_rps g_p99 g_ok <<<"${GATEWAY[$last]}"
-read -r f_rps _ _ <<<"${FLOOR_RESULT[$last]}"
+read -r g_rps g_p99 g_ok _ <<<"${GATEWAY[$last]}"
+read -r f_rps _ _ _ <<<"${FLOOR_RESULT[$last]}"
 echo
 echo "targets at $last connections (issue 5): >= 40000 req/s, >= 50% of the floor, p99 <= 5 ms"
 awk -v g="$g_rps" -v f="$f_rps" -v p="$g_p99" -v ok="$g_ok" 'BEGIN {

@@ -5,150 +5,26 @@
 //! Timeouts are shortened (150 ms instead of WeChat's 5 s) so that the slow servers cost
 //! little; nothing sleeps to wait for anything.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod sim_support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use clap::Parser;
 use serde_json::Value;
-use wechat_proto::{
-    AesKey, AppId, EncryptedReply, MessageCipher, Reply, ReplyTarget, Signature, Token,
-};
-use wxgate::config::{Config, Mode};
-use wxgate::serve::{open_store, Bound};
+use sim_support::*;
+use wechat_proto::Reply;
+use wxgate::config::Mode;
 use wxgate::sim::cli::{run, SimCommand};
 use wxgate::sim::load::{LoadMix, LoadOptions, LoadTarget, RequestPool};
 use wxgate::sim::messages::{inbound, mixed_kind};
 use wxgate::sim::send::{AttemptResult, RetryPolicy, Transport};
 use wxgate::sim::storm::{plan, StormOptions};
-use wxgate::sim::wechat::{SignedRequest, Unusable, Verdict, WeChatSide};
+use wxgate::sim::wechat::{Unusable, Verdict};
 use wxgate::store::memory::MemoryStore;
 use wxgate::store::{Completion, InboxQuery, NewMessage, Store, StoreKey};
 use wxgate::tools::{decrypt, inbox, DecryptArgs, InboxArgs, FOLLOW_INTERVAL};
-use wxgate::GatewayBuilder;
-
-const TOKEN: &str = "spamtest";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-const OTHER_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
-const APP_ID: &str = "wx2c2769f8efd9abc2";
-const SENDER: &str = "oyORnuP8q7ou2gfYjqLzSIWZf0rs";
-
-/// WeChat's timing, shortened: 150 ms per attempt, 3 retries.
-const FAST: RetryPolicy = RetryPolicy {
-    timeout: Duration::from_millis(150),
-    retries: 3,
-    retry_on_status: true,
-};
-
-// ---------------------------------------------------------------------------------------
-// The real gateway.
-
-struct Gateway {
-    base: String,
-    store: Arc<dyn Store>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The gateway with one account per mode, each with the echo rule, on 127.0.0.1:0.
-async fn gateway() -> Gateway {
-    let mut text = String::from("listen = \"127.0.0.1:0\"\n[store]\nbackend = \"memory\"\n");
-    for (name, mode) in [
-        ("plain", "plaintext"),
-        ("compat", "compatible"),
-        ("safe", "safe"),
-    ] {
-        text.push_str(&format!(
-            "[[accounts]]\nname = \"{name}\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nencoding_aes_key = \"{KEY}\"\nmode = \"{mode}\"\n[[accounts.rules]]\necho = true\n"
-        ));
-    }
-    let config = Config::from_toml(&text, &BTreeMap::new()).expect("valid config");
-    let store = open_store(&config.store).await.expect("memory store");
-    let bound = Bound::bind(
-        GatewayBuilder::new(config.clone(), Arc::clone(&store)),
-        config,
-    )
-    .await
-    .expect("bind");
-    let base = format!("http://{}", bound.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.serve(async move {
-        let _ = stopped.await;
-    }));
-    Gateway {
-        base,
-        store,
-        _stop: stop,
-    }
-}
-
-fn side(mode: Mode) -> WeChatSide {
-    WeChatSide {
-        token: Token::new(TOKEN).unwrap(),
-        mode,
-        cipher: Some(MessageCipher::new(
-            &AesKey::parse(KEY).unwrap(),
-            AppId::new(APP_ID).unwrap(),
-        )),
-    }
-}
-
-fn now() -> i64 {
-    wxgate::pipeline::unix_now()
-}
-
-/// Runs a `wxgate sim …` command line (as after `wxgate sim`) the way the binary does,
-/// on its own runtime; returns the verdict and the JSON report.
-async fn cli(args: &[&str]) -> (bool, Value) {
-    #[derive(Parser)]
-    struct Sim {
-        #[command(subcommand)]
-        command: SimCommand,
-    }
-    let mut argv = vec!["sim".to_owned()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    argv.push("--json".to_owned());
-    let command = Sim::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-        .command;
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let ok = run(command, &mut out, &mut std::io::sink()).expect("the simulator runs");
-        let report: Value = serde_json::from_slice(&out).expect("JSON report");
-        (ok, report)
-    })
-    .await
-    .unwrap()
-}
-
-/// The account flags for `mode` against the gateway's account of that mode.
-fn account_flags(gateway: &Gateway, mode: &str) -> Vec<String> {
-    let account = match mode {
-        "plaintext" => "plain",
-        "compatible" => "compat",
-        _ => "safe",
-    };
-    [
-        "--url",
-        &format!("{}/wx/{account}", gateway.base),
-        "--token",
-        TOKEN,
-        "--mode",
-        mode,
-        "--app-id",
-        APP_ID,
-        "--aes-key",
-        KEY,
-        "--from",
-        SENDER,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_in_every_mode_gets_the_gateways_echo() {
@@ -335,245 +211,44 @@ async fn bad_arguments_are_errors_not_panics() {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Deliberately broken servers.
-
-/// What the test server saw and how often.
-#[derive(Clone, Default)]
-struct Seen {
-    requests: Arc<Mutex<Vec<(String, String, String)>>>,
-}
-
-impl Seen {
-    fn for_path(&self, path: &str) -> Vec<(String, String)> {
-        let requests = self.requests.lock().unwrap();
-        requests
-            .iter()
-            .filter(|(p, ..)| p == path)
-            .map(|(_, query, body)| (query.clone(), body.clone()))
-            .collect()
-    }
-}
-
-fn reply_xml(to: &str, content: &str) -> String {
-    let target = ReplyTarget {
-        to_user_name: to,
-        from_user_name: "gh_test",
-        create_time: 1,
-        max_articles: 1,
-    };
-    Reply::Text {
-        content: content.to_owned(),
-    }
-    .render(&target)
-    .unwrap()
-}
-
-/// An encrypted reply as a correct server writes it; `key` and `tamper` break it.
-fn encrypted(query: &HashMap<String, String>, plaintext: &str, key: &str, tamper: bool) -> String {
-    let cipher = MessageCipher::new(&AesKey::parse(key).unwrap(), AppId::new(APP_ID).unwrap());
-    let encrypt = cipher.encrypt(plaintext.as_bytes(), [7; 16]);
-    let timestamp = query.get("timestamp").cloned().unwrap_or_default();
-    let nonce = query.get("nonce").cloned().unwrap_or_default();
-    let mut msg_signature =
-        Signature::message(&Token::new(TOKEN).unwrap(), &timestamp, &nonce, &encrypt).to_hex();
-    if tamper {
-        msg_signature = msg_signature.replace(|c: char| c.is_ascii_digit(), "0");
-    }
-    EncryptedReply {
-        encrypt,
-        msg_signature,
-        timestamp,
-        nonce,
-    }
-    .to_xml()
-}
-
-async fn broken_handler(
-    State(seen): State<Seen>,
-    Path(behaviour): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    raw_query: axum::extract::RawQuery,
-    body: String,
-) -> axum::response::Response {
-    let count = {
-        let mut requests = seen.requests.lock().unwrap();
-        requests.push((behaviour.clone(), raw_query.0.unwrap_or_default(), body));
-        requests.iter().filter(|(p, ..)| *p == behaviour).count()
-    };
-    let hello = reply_xml(SENDER, "hello");
-    match behaviour.as_str() {
-        "success" => "success".into_response(),
-        "empty" => "".into_response(),
-        "text-reply" => hello.into_response(),
-        "encrypted-reply" => encrypted(&query, &hello, KEY, false).into_response(),
-        "wrong-signature" => encrypted(&query, &hello, KEY, true).into_response(),
-        "wrong-key" => encrypted(&query, &hello, OTHER_KEY, false).into_response(),
-        "wrong-recipient" => reply_xml("oSomeoneElse", "hello").into_response(),
-        "bad-xml" => "<xml><ToUserName>oops".into_response(),
-        "json" => (
-            [("content-type", "application/json")],
-            r#"{"errcode":0,"errmsg":"ok"}"#,
-        )
-            .into_response(),
-        "json-500" => {
-            (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"internal"}"#).into_response()
-        }
-        "slow" => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            "success".into_response()
-        }
-        "slow-once" => {
-            if count == 1 {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            encrypted(&query, &hello, KEY, false).into_response()
-        }
-        "counter" => {
-            // A webhook without single flight that is not idempotent: every delivery
-            // runs the logic again and answers differently.
-            let side_effect = seen.requests.lock().unwrap().len();
-            encrypted(
-                &query,
-                &reply_xml(SENDER, &format!("ticket #{side_effect}")),
-                KEY,
-                false,
-            )
-            .into_response()
-        }
-        _ => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn broken_server() -> (String, Seen) {
-    let seen = Seen::default();
-    let app = axum::Router::new()
-        .route("/{behaviour}", axum::routing::post(broken_handler))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, seen)
-}
-
-fn hello_request(side: &WeChatSide, msg_id: u64) -> SignedRequest {
-    let message = inbound(
-        "gh_test",
-        SENDER,
-        now(),
-        msg_id,
-        wechat_proto::Kind::Text {
-            content: "hi".to_owned(),
-        },
-    );
-    side.message(&message, now(), "4242", [1; 16])
-}
+/// (server behaviour, the account's mode, the verdict, the attempts WeChat makes).
+const VERDICTS: [(&str, Mode, &str, usize); 15] = [
+    ("success", Mode::Safe, "acknowledged", 1),
+    ("empty", Mode::Safe, "acknowledged", 1),
+    ("text-reply", Mode::Plaintext, "reply: hello", 1),
+    ("text-reply", Mode::Compatible, "reply: hello", 1),
+    ("encrypted-reply", Mode::Safe, "reply: hello", 1),
+    ("encrypted-reply", Mode::Compatible, "reply: hello", 1),
+    ("text-reply", Mode::Safe, "not encrypted", 1),
+    ("wrong-signature", Mode::Safe, "wrong signature", 1),
+    ("wrong-key", Mode::Safe, "wrong encryption", 1),
+    ("wrong-recipient", Mode::Plaintext, "wrong recipient", 1),
+    ("bad-xml", Mode::Plaintext, "invalid xml", 1),
+    ("bad-xml", Mode::Safe, "invalid xml", 1),
+    ("json", Mode::Safe, "invalid xml", 1),
+    ("json-500", Mode::Plaintext, "status 500", 4),
+    ("slow", Mode::Safe, "timeout", 4),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verdict_is_what_wechat_would_decide() {
     let (base, seen) = broken_server().await;
     let transport = Transport::new().unwrap();
-    let hello = Verdict::Reply(Reply::Text {
-        content: "hello".to_owned(),
-    });
-    let invalid = |v: &Verdict| matches!(v, Verdict::Unusable(Unusable::InvalidXml(_)));
-    let cases: Vec<(&str, Mode, Box<dyn Fn(&Verdict) -> bool>, usize)> = vec![
-        (
-            "success",
-            Mode::Safe,
-            Box::new(|v| *v == Verdict::Acknowledged),
-            1,
-        ),
-        (
-            "empty",
-            Mode::Safe,
-            Box::new(|v| *v == Verdict::Acknowledged),
-            1,
-        ),
-        (
-            "text-reply",
-            Mode::Plaintext,
-            Box::new(move |v| *v == hello),
-            1,
-        ),
-        (
-            "text-reply",
-            Mode::Compatible,
-            Box::new(|v| matches!(v, Verdict::Reply(_))),
-            1,
-        ),
-        (
-            "encrypted-reply",
-            Mode::Safe,
-            Box::new(
-                |v| matches!(v, Verdict::Reply(Reply::Text { content }) if content == "hello"),
-            ),
-            1,
-        ),
-        (
-            "encrypted-reply",
-            Mode::Compatible,
-            Box::new(|v| matches!(v, Verdict::Reply(_))),
-            1,
-        ),
-        (
-            "text-reply",
-            Mode::Safe,
-            Box::new(|v| *v == Verdict::Unusable(Unusable::NotEncrypted)),
-            1,
-        ),
-        (
-            "wrong-signature",
-            Mode::Safe,
-            Box::new(|v| *v == Verdict::Unusable(Unusable::WrongSignature)),
-            1,
-        ),
-        (
-            "wrong-key",
-            Mode::Safe,
-            Box::new(|v| matches!(v, Verdict::Unusable(Unusable::WrongEncryption(_)))),
-            1,
-        ),
-        (
-            "wrong-recipient",
-            Mode::Plaintext,
-            Box::new(|v| *v == Verdict::Unusable(Unusable::WrongRecipient)),
-            1,
-        ),
-        ("bad-xml", Mode::Plaintext, Box::new(invalid), 1),
-        ("bad-xml", Mode::Safe, Box::new(invalid), 1),
-        ("json", Mode::Safe, Box::new(invalid), 1),
-        (
-            "json-500",
-            Mode::Plaintext,
-            Box::new(|v| *v == Verdict::Unusable(Unusable::Status(500))),
-            4,
-        ),
-        (
-            "slow",
-            Mode::Safe,
-            Box::new(|v| *v == Verdict::Unusable(Unusable::Timeout)),
-            4,
-        ),
-    ];
-    for (i, (path, mode, expected, attempts)) in cases.iter().enumerate() {
-        let side = side(*mode);
+    for (i, (path, mode, expected, attempts)) in VERDICTS.into_iter().enumerate() {
+        let side = side(mode);
         let request = hello_request(&side, i as u64 + 1);
         let url = format!("{base}/{path}");
         let delivery = transport
             .deliver(&url, &side, &request, SENDER, &FAST)
             .await;
-        assert!(
-            expected(&delivery.verdict),
-            "{path} in {mode:?}: {:?}",
-            delivery.verdict
-        );
-        assert_eq!(delivery.attempts.len(), *attempts, "{path} in {mode:?}");
-        let failure = delivery.verdict.is_failure();
+        let context = format!("{path} in {mode:?}: {:?}", delivery.verdict);
+        assert_eq!(label(&delivery.verdict), expected, "{context}");
+        assert_eq!(delivery.attempts.len(), attempts, "{context}");
+        let error_message = "“该公众号暂时无法提供服务，请稍后再试”";
         assert_eq!(
-            delivery.verdict.follower_sees() == "“该公众号暂时无法提供服务，请稍后再试”",
-            failure,
-            "{path}"
+            delivery.verdict.follower_sees() == error_message,
+            delivery.verdict.is_failure(),
+            "{context}"
         );
     }
     // Every re-sent attempt is the identical request, as WeChat re-sends it.
@@ -1006,26 +681,6 @@ fn decrypt_checks_a_captured_encrypted_reply() {
     }
 }
 
-/// A writer the test can read while another task writes.
-#[derive(Clone, Default)]
-struct SharedOutput(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedOutput {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl SharedOutput {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 fn inbox_args(follow: bool, json: bool) -> InboxArgs {
     InboxArgs {
         config: None,
@@ -1038,7 +693,7 @@ fn inbox_args(follow: bool, json: bool) -> InboxArgs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbox_lists_and_follows_what_the_gateway_recorded() {
+async fn inbox_lists_what_the_gateway_recorded() {
     let gateway = gateway().await;
     let transport = Transport::new().unwrap();
     let side = side(Mode::Safe);

@@ -403,7 +403,7 @@ fn attempt_text(a: &AttemptView) -> String {
             indent(a.response.as_deref().unwrap_or_default(), "    ")
         ),
         "timeout" => format!(
-            "{head}no answer within {} — WeChat drops the connection\n",
+            "{head}no answer; WeChat dropped the connection after {}\n",
             super::report::ms(a.latency_ms)
         ),
         _ => format!(
