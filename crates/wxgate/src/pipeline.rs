@@ -10,9 +10,11 @@
 //! The per-attempt deadline is the one clock of the gateway: `tokio::time::Instant`
 //! (pausable in tests) plus the account's budget.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
@@ -25,6 +27,7 @@ use crate::error::GatewayError;
 use crate::gateway::{Account, Gateway};
 use crate::handler::HandlerContext;
 use crate::metrics::{AccountLabels, AnswerLabels};
+use crate::push::{Delivery, DeliveryState};
 use crate::store::{AnswerKind, Claim, Claimed, Completion, NewMessage, StoreKey};
 
 /// How long past the attempt's start a held attempt (`ride_retries`) stays open: past
@@ -328,10 +331,16 @@ async fn decide(
         }
         Claim::Done(completion) => {
             count_coalesced(gateway, account);
+            if delivery_owed(gateway, account, key).await {
+                return Ok((Answered::Success, AnswerKind::Acked));
+            }
             return Ok(completed(completion));
         }
     };
     if let Some(completion) = source.until(gateway, key, deadline).await? {
+        if claimed.claim != Claim::First && delivery_owed(gateway, account, key).await {
+            return Ok((Answered::Success, AnswerKind::Acked));
+        }
         let (answered, kind) = completed(&completion);
         if account.config.policy == Policy::RideRetries && claimed.claim == Claim::First {
             return Ok(with_deferred(gateway, account, key, inbound, answered, kind).await);
@@ -339,7 +348,11 @@ async fn decide(
         return Ok((answered, kind));
     }
     match account.config.policy {
-        Policy::Ack | Policy::Push => Ok((Answered::Success, AnswerKind::Acked)),
+        Policy::Ack => Ok((Answered::Success, AnswerKind::Acked)),
+        Policy::Push => {
+            owe_delivery(gateway, account, key, inbound).await?;
+            Ok((Answered::Success, AnswerKind::Acked))
+        }
         Policy::RideRetries if claimed.attempt >= account.config.last_attempt => {
             spawn_deferral(gateway, account, key);
             let text = account.config.still_working_text.clone();
@@ -355,6 +368,52 @@ async fn decide(
                 Some(completion) => Ok(completed(&completion)),
                 None => Ok((Answered::Empty, AnswerKind::Held)),
             }
+        }
+    }
+}
+
+/// Under `push`, records that the reply is owed through the customer-service API, before
+/// the attempt answers `success`; a failure to record fails the attempt (503), so that
+/// WeChat retries instead of the reply being lost.
+async fn owe_delivery(
+    gateway: &Arc<Gateway>,
+    account: &Account,
+    key: &StoreKey,
+    inbound: &Inbound,
+) -> Result<(), GatewayError> {
+    let Some(pusher) = &gateway.pusher else {
+        return Err(GatewayError::Unavailable(format!(
+            "account {} uses push but the gateway has no pusher",
+            account.config.name
+        )));
+    };
+    pusher
+        .enqueue(Delivery {
+            key: key.clone(),
+            to_user: inbound.header.from_user_name.clone(),
+            created_at_ms: unix_now_ms(),
+        })
+        .await
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))
+}
+
+/// Under `push`, whether an earlier attempt already owes the reply through the
+/// customer-service API (pending or sent): a late retry then answers `success`, or the
+/// follower would get the reply twice. A delivery given up on (say 45015) leaves the
+/// passive answer as a last chance. An unreadable outbox counts as owed (a missing reply
+/// beats a double).
+async fn delivery_owed(gateway: &Gateway, account: &Account, key: &StoreKey) -> bool {
+    if account.config.policy != Policy::Push {
+        return false;
+    }
+    let Some(pusher) = &gateway.pusher else {
+        return false;
+    };
+    match pusher.outbox().state(key).await {
+        Ok(state) => matches!(state, Some(DeliveryState::Pending | DeliveryState::Sent)),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the push outbox");
+            true
         }
     }
 }
@@ -441,21 +500,16 @@ fn spawn_handler(
             account: account.config.name.clone(),
             dedup_key: key.dedup.clone(),
         };
-        let handler = Arc::clone(&account.handler);
-        let run_inbound = Arc::clone(&inbound);
-        let task = tokio::spawn(async move { handler.handle(&context, &run_inbound).await });
-        let abort = task.abort_handle();
+        // The handler runs inside this task: `catch_unwind` turns a panic into a recorded
+        // failure, and dropping the future at the timeout cancels it, without a second task.
+        let run = AssertUnwindSafe(account.handler.handle(&context, &inbound)).catch_unwind();
         let timeout = account.config.handler_timeout;
-        let outcome: Result<Option<Reply>, String> = match tokio::time::timeout(timeout, task).await
+        let outcome: Result<Option<Reply>, String> = match tokio::time::timeout(timeout, run).await
         {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(format!("handler failed: {e}")),
-            Ok(Err(join)) if join.is_panic() => Err("handler panicked".to_owned()),
-            Ok(Err(_)) => Err("handler was cancelled".to_owned()),
-            Err(_) => {
-                abort.abort();
-                Err(format!("handler timed out after {} s", timeout.as_secs()))
-            }
+            Ok(Err(_panic)) => Err("handler panicked".to_owned()),
+            Err(_) => Err(format!("handler timed out after {} s", timeout.as_secs())),
         };
         // A reply that cannot be sent (too long, too many articles) is a failure too, with
         // its reason recorded; it is checked here so every later attempt agrees.
@@ -552,31 +606,30 @@ fn render(account: &Account, inbound: &Inbound, reply: &Reply, request: &Authent
         return Answer::Success;
     }
     let target = ReplyTarget::answering(inbound, unix_now());
-    let xml = match reply.render(&target) {
+    let cipher = account.ciphers.first();
+    let rendered = match cipher {
+        // Rendered, encrypted, signed and written in one buffer: the same bytes as
+        // `reply.render` and an `EncryptedReply` of owned strings with its `to_xml`.
+        Some(cipher) if request.encrypted => EncryptedReply::seal_reply(
+            cipher,
+            &account.config.token,
+            &request.timestamp,
+            &request.nonce,
+            reply,
+            &target,
+            rand::random(),
+        ),
+        _ => reply.render(&target),
+    };
+    let xml = match rendered {
         Ok(xml) => xml,
         Err(e) => {
             tracing::warn!(error = %e, "reply could not be rendered; answering success");
             return Answer::Success;
         }
     };
-    if !request.encrypted {
-        return Answer::Xml(xml);
-    }
-    let Some(cipher) = account.ciphers.first() else {
+    if request.encrypted && cipher.is_none() {
         return Answer::Success;
-    };
-    let encrypt = cipher.encrypt(xml.as_bytes(), rand::random());
-    let msg_signature = Signature::message(
-        &account.config.token,
-        &request.timestamp,
-        &request.nonce,
-        &encrypt,
-    );
-    let envelope = EncryptedReply {
-        encrypt,
-        msg_signature: msg_signature.to_hex(),
-        timestamp: request.timestamp.clone(),
-        nonce: request.nonce.clone(),
-    };
-    Answer::Xml(envelope.to_xml())
+    }
+    Answer::Xml(xml)
 }
