@@ -209,9 +209,16 @@ async fn a_forward_rule_sends_its_messages_upstream_before_the_code_handler() {
         })
     });
     let side = side(Mode::Plaintext);
-    let (_, answer) = app.post("oa", &side.message(&text(500, "q"), now(), "c", [5; 16])).await;
+    let (_, answer) = app
+        .post("oa", &side.message(&text(500, "q"), now(), "c", [5; 16]))
+        .await;
     assert!(answer.contains("code"), "{answer}");
     assert_eq!(fake.with(|f| f.upstream_calls.len()), 0);
-    app.post("oa", &side.message(&text(501, "ask"), now(), "d", [6; 16])).await;
-    assert_eq!(fake.with(|f| f.upstream_calls.len()), 1, "the rule forwarded");
+    app.post("oa", &side.message(&text(501, "ask"), now(), "d", [6; 16]))
+        .await;
+    assert_eq!(
+        fake.with(|f| f.upstream_calls.len()),
+        1,
+        "the rule forwarded"
+    );
 }
