@@ -6,10 +6,14 @@
 //!
 //! - `cycle/a_signature_check`: the URL `signature` and the request's `msg_signature`
 //!   recomputed and compared.
-//! - `cycle/b_verify_decrypt_parse`: `msg_signature` verified, the envelope parsed, the
-//!   `Encrypt` text decrypted and the plaintext parsed into an [`Inbound`].
+//! - `cycle/b_verify_decrypt_parse`: the envelope parsed (`RequestEnvelope::parse_borrowed`,
+//!   no copy of `Encrypt`), `msg_signature` verified, the `Encrypt` text decrypted and the
+//!   plaintext parsed into an [`Inbound`].
 //! - `cycle/c_reply_encrypt_sign`: a text reply rendered for the message, encrypted with a
-//!   fixed random prefix, signed, and written as the encrypted reply body.
+//!   fixed random prefix, signed, and written as the encrypted reply body, in one buffer
+//!   (`EncryptedReply::seal_reply`, what the gateway's `render` calls). The self-check
+//!   proves the body byte-identical to the long way with owned strings (`Reply::render`,
+//!   `MessageCipher::encrypt`, `Signature::message`, `EncryptedReply::to_xml`).
 //! - `cycle/d_full_cycle`: what a gateway does per request, body in, body out: a, b and c
 //!   with the request's `msg_signature` verified once (b's verification is a's second half).
 //! - `primitives/*`: AES-256-CBC, SHA1 and base64 alone, straight from the `aes`, `cbc`,
@@ -33,7 +37,7 @@ use sha1::{Digest, Sha1};
 
 use wechat_proto::{
     AesKey, AppId, EncryptedReply, Inbound, Kind, MessageCipher, Reply, ReplyTarget,
-    RequestEnvelope, Signature, Token,
+    RequestEnvelope, RequestEnvelopeRef, Signature, Token,
 };
 
 /// The EncodingAESKey of the official samples: 43 characters, non-canonical last character.
@@ -123,8 +127,8 @@ impl Fixture {
     }
 
     /// (b) without the signature: the envelope, the decryption and the parse.
-    fn open_request(&self) -> (RequestEnvelope, Inbound) {
-        let envelope = RequestEnvelope::parse(&self.body).expect("envelope");
+    fn open_request(&self) -> (RequestEnvelopeRef<'_>, Inbound) {
+        let envelope = RequestEnvelope::parse_borrowed(&self.body).expect("envelope");
         let plaintext = self.cipher.decrypt(&envelope.encrypt).expect("decrypt");
         let inbound = Inbound::parse(&plaintext).expect("inbound");
         (envelope, inbound)
@@ -132,7 +136,7 @@ impl Fixture {
 
     /// (b) The request's `msg_signature` verified, then opened.
     fn verify_decrypt_parse(&self) -> Inbound {
-        let envelope = RequestEnvelope::parse(&self.body).expect("envelope");
+        let envelope = RequestEnvelope::parse_borrowed(&self.body).expect("envelope");
         assert!(self.verify_message_signature(&envelope.encrypt));
         let plaintext = self.cipher.decrypt(&envelope.encrypt).expect("decrypt");
         Inbound::parse(&plaintext).expect("inbound")
@@ -140,6 +144,22 @@ impl Fixture {
 
     /// (c) The encrypted reply body for `inbound`.
     fn reply_encrypt_sign(&self, inbound: &Inbound) -> String {
+        let target = ReplyTarget::answering(inbound, 1_409_735_670);
+        EncryptedReply::seal_reply(
+            &self.cipher,
+            &self.token,
+            REPLY_TIMESTAMP,
+            REPLY_NONCE,
+            &self.reply,
+            &target,
+            REPLY_RANDOM,
+        )
+        .expect("seal")
+    }
+
+    /// (c) the long way, with owned strings: what [`Fixture::reply_encrypt_sign`] must
+    /// reproduce byte for byte.
+    fn reply_encrypt_sign_owned(&self, inbound: &Inbound) -> String {
         let target = ReplyTarget::answering(inbound, 1_409_735_670);
         let plaintext = self.reply.render(&target).expect("render");
         let encrypt = self.cipher.encrypt(plaintext.as_bytes(), REPLY_RANDOM);
@@ -156,7 +176,7 @@ impl Fixture {
 
     /// (d) Body in, body out: every check once.
     fn full_cycle(&self) -> String {
-        let envelope = RequestEnvelope::parse(&self.body).expect("envelope");
+        let envelope = RequestEnvelope::parse_borrowed(&self.body).expect("envelope");
         assert!(self.check_signatures(&envelope.encrypt));
         let plaintext = self.cipher.decrypt(&envelope.encrypt).expect("decrypt");
         let inbound = Inbound::parse(&plaintext).expect("inbound");
@@ -168,11 +188,16 @@ impl Fixture {
     fn self_check(&self) {
         let (envelope, inbound) = self.open_request();
         assert_eq!(envelope.encrypt, self.request_encrypt);
+        assert_eq!(
+            RequestEnvelope::parse(&self.body).expect("owned envelope"),
+            envelope.clone().into_owned()
+        );
         assert!(self.check_signatures(&envelope.encrypt));
         assert!(matches!(&inbound.kind, Kind::Text { content } if content.contains("Thanks!")));
         assert_eq!(self.verify_decrypt_parse(), inbound);
 
         let body = self.full_cycle();
+        assert_eq!(body, self.reply_encrypt_sign_owned(&inbound));
         let reply = EncryptedReply::parse(body.as_bytes()).expect("reply body");
         Signature::message(&self.token, &reply.timestamp, &reply.nonce, &reply.encrypt)
             .verify(&reply.msg_signature)

@@ -35,6 +35,10 @@ pub const RANDOM_LEN: usize = 16;
 /// Bytes before the message: the random prefix and the 4-byte length.
 const HEADER_LEN: usize = RANDOM_LEN + 4;
 
+/// [`HEADER_LEN`] bytes of text, replaced by the header once the message is written.
+const HEADER_PLACEHOLDER: &str = "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+const _: () = assert!(HEADER_PLACEHOLDER.len() == HEADER_LEN);
+
 /// `Encrypt` is standard base64; `=` padding is tolerated when missing.
 const ENCRYPT_ENGINE: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -157,32 +161,98 @@ impl MessageCipher {
 
     /// Encrypts `message` for this AppID with the given random prefix; returns `Encrypt`.
     pub fn encrypt(&self, message: &[u8], random: [u8; RANDOM_LEN]) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.encrypted_len(message.len()));
         self.encrypt_into(message, random, &mut out);
         out
     }
 
+    /// The length of the `Encrypt` text [`MessageCipher::encrypt`] returns for a message
+    /// of `message_len` bytes, so that callers can size their buffers once.
+    pub fn encrypted_len(&self, message_len: usize) -> usize {
+        let unpadded = HEADER_LEN
+            .saturating_add(message_len)
+            .saturating_add(self.app_id.as_str().len());
+        let padded = (unpadded / PAD_BLOCK)
+            .saturating_add(1)
+            .saturating_mul(PAD_BLOCK);
+        // Standard base64 with padding: four characters per started group of three bytes.
+        padded.div_ceil(3).saturating_mul(4)
+    }
+
     /// Like [`MessageCipher::encrypt`], appending the base64 text to `out`.
     pub fn encrypt_into(&self, message: &[u8], random: [u8; RANDOM_LEN], out: &mut String) {
-        let receive_id = self.app_id.as_str().as_bytes();
-        let unpadded = HEADER_LEN + message.len() + receive_id.len();
-        // n in 1..=32: an aligned buffer gets a whole extra block of 32 bytes of 32.
-        let pad = PAD_BLOCK - unpadded % PAD_BLOCK;
-        let mut buffer = Vec::with_capacity(unpadded + pad);
-        buffer.extend_from_slice(&random);
+        let mut buffer = Vec::with_capacity(self.buffer_len(message.len()));
+        buffer.extend_from_slice(&[0; HEADER_LEN]);
+        buffer.extend_from_slice(message);
+        self.seal_buffer(buffer, random, out);
+    }
+
+    /// Encrypts the message `write` appends to an empty-looking `String`, appending the
+    /// base64 text to `out`: the message is written straight into the buffer that is then
+    /// encrypted in place, instead of being built in a string of its own and copied.
+    ///
+    /// `write` must only append (it is the crate's own writers); `capacity` is a hint of
+    /// the message length. If `write` fails, nothing is appended to `out`.
+    pub(crate) fn encrypt_written<E>(
+        &self,
+        random: [u8; RANDOM_LEN],
+        capacity: usize,
+        write: impl FnOnce(&mut String) -> Result<(), E>,
+        out: &mut String,
+    ) -> Result<(), E> {
+        let mut plaintext = String::with_capacity(self.buffer_len(capacity));
+        // Room for the random prefix and the length, filled in below.
+        plaintext.push_str(HEADER_PLACEHOLDER);
+        write(&mut plaintext)?;
+        self.seal_buffer(plaintext.into_bytes(), random, out);
+        Ok(())
+    }
+
+    /// The capacity of an encryption buffer for a message of `message_len` bytes: header,
+    /// message, receive id and padding, then the base64 text of all that.
+    fn buffer_len(&self, message_len: usize) -> usize {
+        let padded = (HEADER_LEN + message_len + self.app_id.as_str().len()) / PAD_BLOCK
+            * PAD_BLOCK
+            + PAD_BLOCK;
+        padded + padded.div_ceil(3) * 4
+    }
+
+    /// Fills in the header of `buffer` (room for it, then the message), appends the
+    /// receive id and the padding, encrypts in place and appends the base64 text to `out`.
+    fn seal_buffer(&self, mut buffer: Vec<u8>, random: [u8; RANDOM_LEN], out: &mut String) {
+        let message_len = buffer.len().saturating_sub(HEADER_LEN);
         // The protocol's length field is 32 bits; a longer message cannot be expressed and
         // cannot occur (request bodies are capped far below 4 GiB).
-        let message_len = u32::try_from(message.len()).unwrap_or(u32::MAX);
-        buffer.extend_from_slice(&message_len.to_be_bytes());
-        buffer.extend_from_slice(message);
-        buffer.extend_from_slice(receive_id);
+        let declared = u32::try_from(message_len).unwrap_or(u32::MAX);
+        if let Some(header) = buffer.get_mut(..HEADER_LEN) {
+            header[..RANDOM_LEN].copy_from_slice(&random);
+            header[RANDOM_LEN..].copy_from_slice(&declared.to_be_bytes());
+        }
+        buffer.extend_from_slice(self.app_id.as_str().as_bytes());
+        let unpadded = buffer.len();
+        // n in 1..=32: an aligned buffer gets a whole extra block of 32 bytes of 32.
+        let pad = PAD_BLOCK - unpadded % PAD_BLOCK;
         buffer.resize(unpadded + pad, pad as u8);
         let len = buffer.len();
-        let encryptor =
-            cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &self.iv.into());
+        // The expanded key is borrowed, not cloned: it is hundreds of bytes.
+        let encryptor = cbc::Encryptor::<&Aes256>::inner_iv_init(&self.cipher, &self.iv.into());
         // The buffer is a multiple of 32 by construction, so NoPadding cannot fail.
-        if let Ok(ciphertext) = encryptor.encrypt_padded_mut::<NoPadding>(&mut buffer, len) {
-            STANDARD.encode_string(ciphertext, out);
+        if encryptor
+            .encrypt_padded_mut::<NoPadding>(&mut buffer, len)
+            .is_err()
+        {
+            return;
+        }
+        // The base64 text is encoded behind the ciphertext in the same buffer (sized for
+        // it by the callers), then appended: no buffer of its own, no chunking.
+        let encoded_len = base64::encoded_len(len, true).unwrap_or(0);
+        buffer.resize(len + encoded_len, 0);
+        let (ciphertext, encoded) = buffer.split_at_mut(len);
+        if let Ok(written) = STANDARD.encode_slice(ciphertext, encoded) {
+            // Base64 is ASCII, so this never fails.
+            if let Ok(text) = std::str::from_utf8(encoded.get(..written).unwrap_or_default()) {
+                out.push_str(text);
+            }
         }
     }
 
@@ -232,8 +302,7 @@ impl MessageCipher {
         if len == 0 || len % PAD_BLOCK != 0 {
             return Err(CryptoError::CiphertextLength { len });
         }
-        let decryptor =
-            cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &self.iv.into());
+        let decryptor = cbc::Decryptor::<&Aes256>::inner_iv_init(&self.cipher, &self.iv.into());
         decryptor
             .decrypt_padded_mut::<NoPadding>(&mut buffer)
             .map_err(|_| CryptoError::CiphertextLength { len })?;

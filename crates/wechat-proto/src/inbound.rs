@@ -11,7 +11,9 @@
 //! needs: CDATA is optional, unknown elements are ignored, text is kept byte for byte,
 //! `MsgId` and `MsgID` are both accepted, event names match case-insensitively, and a
 //! message whose typed numbers (coordinates, picture count) are missing or not numbers is
-//! kept as `Unknown` rather than rejected. [`Inbound::to_xml`] writes the XML WeChat would
+//! kept as `Unknown` rather than rejected. Floats must be finite: `NaN`, `inf` or `1e400`
+//! are not numbers here (a required coordinate makes the kind `Unknown`, an optional
+//! `Scale` or `Precision` is `None`), so the JSON form always round-trips. [`Inbound::to_xml`] writes the XML WeChat would
 //! send, with the one writer, so that `Inbound::parse(inbound.to_xml())` gives `inbound`
 //! back (text is sanitized by the writer, see [`crate::xml::sanitize_xml_text`]).
 //!

@@ -29,7 +29,7 @@ pub mod xml;
 
 pub use crypto::{CryptoError, MessageCipher, Plaintext};
 pub use dedup::{DedupKey, ParseDedupKeyError};
-pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope};
+pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope, RequestEnvelopeRef};
 pub use error::ErrorCode;
 pub use inbound::{Event, Header, Inbound, Kind};
 pub use key::{AesKey, AppId, KeyError, Token};

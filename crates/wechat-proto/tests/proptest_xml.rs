@@ -703,6 +703,27 @@ fn message_xml() -> impl Strategy<Value = String> {
         })
 }
 
+/// A longer text: several [`any_text`]s, so that both the short and the long paths of the
+/// writer's checks run.
+fn long_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(any_text(), 0..16).prop_map(|texts| texts.concat())
+}
+
+/// The definition the writer's byte-level checks must agree with.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The cipher and token of the sealing properties.
+fn cipher_and_token() -> (wechat_proto::MessageCipher, wechat_proto::Token) {
+    let key = wechat_proto::AesKey::parse("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+    let app_id = wechat_proto::AppId::new("wx2c2769f8efd9abc2").unwrap();
+    (
+        wechat_proto::MessageCipher::new(&key, app_id),
+        wechat_proto::Token::new("spamtest").unwrap(),
+    )
+}
+
 /// Runs every parser on `bytes`; the property is that none panics.
 fn parse_everything(bytes: &[u8]) {
     let _ = Inbound::parse(bytes);
@@ -789,6 +810,77 @@ proptest! {
     }
 
     #[test]
+    fn writer_checks_agree_with_the_definition(text in long_text()) {
+        let expected: String = text.chars().filter(|&c| is_xml_char(c)).collect();
+        prop_assert_eq!(sanitize_xml_text(&text), expected.as_str());
+        let mut out = String::new();
+        wechat_proto::xml::XmlWriter::new(&mut out).cdata_element("A", &text);
+        let split = expected.replace("]]>", "]]]]><![CDATA[>");
+        prop_assert_eq!(&out, &format!("<A><![CDATA[{split}]]></A>"));
+        let root = Element::parse(format!("<xml>{out}</xml>").as_bytes()).unwrap();
+        prop_assert_eq!(&root.child("A").unwrap().text, &expected);
+        out.clear();
+        wechat_proto::xml::XmlWriter::new(&mut out).escaped_element("A", &text);
+        let escaped = expected.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        prop_assert_eq!(&out, &format!("<A>{escaped}</A>"));
+    }
+
+    #[test]
+    fn sealed_replies_are_the_owned_path_byte_for_byte(
+        reply in reply(),
+        to in any_text(),
+        from in any_text(),
+        create_time in any::<i64>(),
+        timestamp in any_text(),
+        nonce in any_text(),
+        random in any::<[u8; 16]>(),
+    ) {
+        use wechat_proto::Signature;
+        let (cipher, token) = cipher_and_token();
+        let target = ReplyTarget { to_user_name: &to, from_user_name: &from, create_time, max_articles: 8 };
+        let sealed = EncryptedReply::seal_reply(&cipher, &token, &timestamp, &nonce, &reply, &target, random);
+        let plaintext = match reply.render(&target) {
+            Ok(plaintext) => plaintext,
+            Err(error) => {
+                prop_assert_eq!(sealed, Err(error));
+                return Ok(());
+            }
+        };
+        let encrypt = cipher.encrypt(plaintext.as_bytes(), random);
+        prop_assert_eq!(encrypt.len(), cipher.encrypted_len(plaintext.len()));
+        let msg_signature = Signature::message(&token, &timestamp, &nonce, &encrypt);
+        let owned = EncryptedReply {
+            encrypt: encrypt.clone(),
+            msg_signature: msg_signature.to_hex(),
+            timestamp: timestamp.clone(),
+            nonce: nonce.clone(),
+        }
+        .to_xml();
+        prop_assert_eq!(sealed.as_ref(), Ok(&owned));
+        let plain = plaintext.as_bytes();
+        prop_assert_eq!(&EncryptedReply::seal(&cipher, &token, &timestamp, &nonce, plain, random), &owned);
+        let mut appended = String::from("before");
+        EncryptedReply::seal_into(&cipher, &token, &timestamp, &nonce, plain, random, &mut appended);
+        prop_assert_eq!(&appended, &format!("before{owned}"));
+        let mut parts = String::from("before");
+        EncryptedReply::write_parts(&encrypt, &msg_signature, &timestamp, &nonce, &mut parts);
+        prop_assert_eq!(&parts, &format!("before{owned}"));
+    }
+
+    #[test]
+    fn borrowed_envelopes_are_the_owned_ones(
+        to in opt_any_text(),
+        encrypt in any_text(),
+        bytes in xmlish_bytes(),
+    ) {
+        let body = RequestEnvelope { to_user_name: to, encrypt }.to_xml();
+        for input in [body.as_bytes(), &bytes] {
+            let borrowed = RequestEnvelope::parse_borrowed(input).map(|e| e.into_owned());
+            prop_assert_eq!(borrowed, RequestEnvelope::parse(input));
+        }
+    }
+
+    #[test]
     fn every_spelling_of_a_document_reads_the_same(
         children in fields(),
         choices in prop::collection::vec(any::<u8>(), 64),
@@ -824,6 +916,15 @@ proptest! {
                 format!("{:?}", Ok::<_, ()>(&first)),
                 "{} was written as {}", xml, written
             );
+            // Whatever parses also has a JSON form that reads back (no NaN or infinity,
+            // which JSON writes as `null`).
+            #[cfg(feature = "serde")]
+            {
+                let json = serde_json::to_string(&first).unwrap();
+                let parsed: Inbound = serde_json::from_str(&json)
+                    .map_err(|e| TestCaseError::fail(format!("{json}: {e}")))?;
+                prop_assert_eq!(parsed, first, "{} as JSON {}", xml, json);
+            }
         }
     }
 

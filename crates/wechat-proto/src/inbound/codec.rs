@@ -6,7 +6,7 @@
 //! are missing is kept as `Unknown`, which is why numbers are always checked before any
 //! text is moved out of the document.
 
-use crate::xml::{parse_number, Document, Element, ParseError, XmlWriter};
+use crate::xml::{parse_number, Document, Element, Number, ParseError, XmlWriter};
 
 use super::{Event, Header, Inbound, Kind};
 
@@ -178,7 +178,7 @@ fn first(slot: &mut Option<usize>, index: usize) {
 }
 
 /// A required numeric header field.
-fn required_number<T: std::str::FromStr>(
+fn required_number<T: Number>(
     doc: &Document<'_>,
     index: usize,
     field: &'static str,
@@ -191,7 +191,7 @@ fn required_number<T: std::str::FromStr>(
 }
 
 /// An optional numeric header field: empty means absent, anything else must be a number.
-fn optional_number<T: std::str::FromStr>(
+fn optional_number<T: Number>(
     doc: &Document<'_>,
     index: usize,
     field: &'static str,
@@ -232,13 +232,13 @@ fn build_kind(doc: &mut Document<'_>, tag: MsgTypeTag, msg_type: usize) -> Kind 
         }),
         MsgTypeTag::Location => {
             match (
-                number(doc, ROOT, "Location_X"),
-                number(doc, ROOT, "Location_Y"),
+                float(doc, ROOT, "Location_X"),
+                float(doc, ROOT, "Location_Y"),
             ) {
                 (Some(location_x), Some(location_y)) => Some(Kind::Location {
                     location_x,
                     location_y,
-                    scale: number(doc, ROOT, "Scale"),
+                    scale: float(doc, ROOT, "Scale"),
                     label: take(doc, ROOT, "Label"),
                 }),
                 _ => None,
@@ -290,9 +290,9 @@ fn build_event(doc: &mut Document<'_>, tag: EventTag) -> Option<Event> {
             ticket: take_optional(doc, ROOT, "Ticket"),
         },
         EventTag::Location => Event::Location {
-            latitude: number(doc, ROOT, "Latitude")?,
-            longitude: number(doc, ROOT, "Longitude")?,
-            precision: number(doc, ROOT, "Precision"),
+            latitude: float(doc, ROOT, "Latitude")?,
+            longitude: float(doc, ROOT, "Longitude")?,
+            precision: float(doc, ROOT, "Precision"),
         },
         EventTag::Click => Event::Click {
             event_key: take(doc, ROOT, "EventKey"),
@@ -357,13 +357,13 @@ fn build_event(doc: &mut Document<'_>, tag: EventTag) -> Option<Event> {
         }
         EventTag::LocationSelect => {
             let info = doc.child(ROOT, "SendLocationInfo")?;
-            let location_x = number(doc, info, "Location_X")?;
-            let location_y = number(doc, info, "Location_Y")?;
+            let location_x = float(doc, info, "Location_X")?;
+            let location_y = float(doc, info, "Location_Y")?;
             Event::LocationSelect {
                 event_key: take(doc, ROOT, "EventKey"),
                 location_x,
                 location_y,
-                scale: number(doc, info, "Scale"),
+                scale: float(doc, info, "Scale"),
                 label: take(doc, info, "Label"),
                 poiname: take(doc, info, "Poiname"),
             }
@@ -410,9 +410,20 @@ fn take_optional(doc: &mut Document<'_>, parent: usize, name: &str) -> Option<St
 }
 
 /// The number in child `name` of `parent`, `None` when absent or not a number.
-fn number<T: std::str::FromStr>(doc: &Document<'_>, parent: usize, name: &str) -> Option<T> {
+fn number<T: Number>(doc: &Document<'_>, parent: usize, name: &str) -> Option<T> {
     doc.child(parent, name)
         .and_then(|index| parse_number(doc.text(index)))
+}
+
+/// The finite float in child `name` of `parent`, `None` when absent, not a number, or
+/// not finite.
+///
+/// Rust's float syntax also accepts `NaN`, `inf` and overflowing values such as `1e400`
+/// (parsed as infinity). No coordinate, precision or zoom is infinite or NaN, and the
+/// JSON form cannot carry them (serde_json writes `null`, which does not read back), so
+/// they are invalid numbers like any other text that is not one.
+fn float(doc: &Document<'_>, parent: usize, name: &str) -> Option<f64> {
+    number::<f64>(doc, parent, name).filter(|value| value.is_finite())
 }
 
 /// `MenuId`, which the documentation also spells `MenuID`.

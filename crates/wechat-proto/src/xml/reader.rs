@@ -33,6 +33,9 @@ pub(crate) struct Document<'a> {
 struct Node<'a> {
     /// The element name, borrowed from the input.
     name: &'a str,
+    /// Where the name starts in the input (after any byte-order mark), so that an end tag
+    /// can be compared with it word by word.
+    name_at: usize,
     /// The text directly inside the element, borrowed unless it had to be built.
     text: Cow<'a, str>,
     /// The index of the parent element; the root is its own parent.
@@ -121,6 +124,15 @@ impl<'a> Document<'a> {
             .unwrap_or_default()
     }
 
+    /// Moves the text of element `index` out, borrowed from the input when it was not
+    /// unescaped or joined: what [`Document::take_text`] does without the copy.
+    pub(crate) fn take_text_cow(&mut self, index: usize) -> Cow<'a, str> {
+        self.nodes
+            .get_mut(index)
+            .map(|node| std::mem::take(&mut node.text))
+            .unwrap_or_default()
+    }
+
     /// The children of element `index`, in document order.
     pub(crate) fn children(&self, index: usize) -> Children<'_, 'a> {
         let end = self.nodes.get(index).map_or(index, |node| node.end);
@@ -198,7 +210,7 @@ impl<'a> Tokenizer<'a> {
                 Some(self.position)
             } else {
                 let rest = bytes.get(self.position..).unwrap_or_default();
-                memchr::memchr(b'<', rest).map(|found| self.position + found)
+                find_byte(b'<', rest).map(|found| self.position + found)
             };
             let text_end = markup.unwrap_or(bytes.len());
             if text_end > self.position {
@@ -231,8 +243,13 @@ impl<'a> Tokenizer<'a> {
             }
             return Err(self.error("text outside the root element"));
         }
+        let has_reference = find_byte(b'&', raw.as_bytes()).is_some();
+        if builder.current == Some(Document::ROOT) && !has_reference {
+            // Layout between the root's children, which is not kept (see `append_text`).
+            return Ok(());
+        }
         // Most text has no reference to resolve and is borrowed as it is.
-        let text = if memchr::memchr(b'&', raw.as_bytes()).is_some() {
+        let text = if has_reference {
             Cow::Owned(unescape(raw).map_err(|reason| self.error(reason))?)
         } else {
             Cow::Borrowed(raw)
@@ -247,10 +264,7 @@ impl<'a> Tokenizer<'a> {
         let name_start = self.position + 1;
         // The name runs up to the first byte that cannot be part of one, which must then
         // end it: whitespace, `/` or `>`.
-        let name_end = bytes
-            .get(name_start..)
-            .and_then(|rest| rest.iter().position(|&b| !is_name_byte(b)))
-            .map_or(bytes.len(), |found| name_start + found);
+        let name_end = name_start + name_len(bytes.get(name_start..).unwrap_or_default());
         let name = self.slice(name_start, name_end)?;
         let terminated =
             matches!(bytes.get(name_end), Some(&b) if is_xml_space(b) || b == b'/' || b == b'>');
@@ -261,6 +275,12 @@ impl<'a> Tokenizer<'a> {
                 .is_some_and(|&b| is_name_start_byte(b))
         {
             return Err(self.error("invalid element name"));
+        }
+        if bytes.get(name_end) == Some(&b'>') {
+            // `<name>`, the usual case: no attribute to skip, not empty.
+            builder.open(name, name_start, false, self.offset + self.position)?;
+            self.position = name_end + 1;
+            return Ok(());
         }
         // Attributes are skipped; quoted values may contain `>` and `/`.
         let mut cursor = name_end;
@@ -280,7 +300,7 @@ impl<'a> Tokenizer<'a> {
             }
         };
         let empty = close > name_end && bytes.get(close - 1) == Some(&b'/');
-        builder.open(name, empty, self.offset + self.position)?;
+        builder.open(name, name_start, empty, self.offset + self.position)?;
         self.position = close + 1;
         Ok(())
     }
@@ -289,11 +309,11 @@ impl<'a> Tokenizer<'a> {
     fn end_tag(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
         // The expected `</name>` is checked directly; anything else takes the general path
         // (trailing spaces, or an error).
-        let open = builder.current_name().unwrap_or_default();
+        let (open, open_at) = builder.current_name_at().unwrap_or_default();
         let bytes = self.input.as_bytes();
         let name_end = self.position + 2 + open.len();
         if !open.is_empty()
-            && bytes.get(self.position + 2..name_end) == Some(open.as_bytes())
+            && same_name(bytes, self.position + 2, open_at, open.len())
             && bytes.get(name_end) == Some(&b'>')
         {
             builder.close_current();
@@ -311,9 +331,10 @@ impl<'a> Tokenizer<'a> {
     /// Handles `<!…`: CDATA, a comment, or a forbidden declaration.
     fn bang(&mut self, builder: &mut TreeBuilder<'a>) -> Result<(), ParseError> {
         let rest = self.input.get(self.position..).unwrap_or_default();
-        if rest.starts_with("<![CDATA[") {
+        if rest.as_bytes().get(..9) == Some(b"<![CDATA[") {
             let body = self.position + 9;
-            let end = self.find(body, "]]>", "CDATA section")?;
+            let end = cdata_end(self.input.as_bytes(), body)
+                .ok_or_else(|| self.error("unterminated CDATA section"))?;
             if builder.current.is_none() {
                 return Err(self.error("CDATA outside the root element"));
             }
@@ -373,7 +394,13 @@ struct TreeBuilder<'a> {
 
 impl<'a> TreeBuilder<'a> {
     /// Handles `<name>` (or `<name/>` when `empty`).
-    fn open(&mut self, name: &'a str, empty: bool, position: usize) -> Result<(), ParseError> {
+    fn open(
+        &mut self,
+        name: &'a str,
+        name_at: usize,
+        empty: bool,
+        position: usize,
+    ) -> Result<(), ParseError> {
         if self.root_done {
             return Err(malformed_at("a second root element", position));
         }
@@ -385,6 +412,7 @@ impl<'a> TreeBuilder<'a> {
         let index = self.nodes.len();
         self.nodes.push(Node {
             name,
+            name_at,
             text: Cow::Borrowed(""),
             parent: self.current.unwrap_or(index),
             end: index + 1,
@@ -437,6 +465,13 @@ impl<'a> TreeBuilder<'a> {
         } else {
             self.current = Some(node.parent);
         }
+    }
+
+    /// The name of the innermost open element.
+    fn current_name_at(&self) -> Option<(&'a str, usize)> {
+        self.current
+            .and_then(|index| self.nodes.get(index))
+            .map(|node| (node.name, node.name_at))
     }
 
     /// The name of the innermost open element.
@@ -555,6 +590,60 @@ fn reject_declarations(input: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// The length of the element name at the start of `bytes`: up to the first byte that
+/// cannot be part of one.
+///
+/// Names are short, and a loop that stops at a different length at every tag mispredicts
+/// its exit every time; so the first sixteen bytes are classified at once, without
+/// branches, and the length read from the resulting bit mask.
+#[inline]
+fn name_len(bytes: &[u8]) -> usize {
+    const WINDOW: usize = 16;
+    if let Some(window) = bytes.get(..WINDOW) {
+        let mask = window.iter().enumerate().fold(0u32, |mask, (i, &b)| {
+            mask | (u32::from(is_name_byte(b)) << i)
+        });
+        let len = (!mask).trailing_zeros() as usize;
+        if len < WINDOW {
+            return len;
+        }
+    }
+    bytes
+        .iter()
+        .position(|&b| !is_name_byte(b))
+        .unwrap_or(bytes.len())
+}
+
+/// The position of the first `byte` in `haystack`.
+///
+/// Most texts between markup are short (a newline of layout, a number), where a plain loop
+/// beats setting up `memchr`'s vector search; longer ones go to `memchr`.
+#[inline]
+fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    match haystack.get(..SHORT) {
+        None => haystack.iter().position(|&b| b == byte),
+        Some(head) => head.iter().position(|&b| b == byte).or_else(|| {
+            memchr::memchr(byte, haystack.get(SHORT..).unwrap_or_default()).map(|at| at + SHORT)
+        }),
+    }
+}
+
+/// The position of the `]]>` that ends the CDATA section whose text starts at `body`.
+///
+/// [`find_bytes`] for the one needle every message has several of, with the two bytes
+/// before each `>` compared one by one.
+fn cdata_end(bytes: &[u8], body: usize) -> Option<usize> {
+    let mut from = body + 2;
+    loop {
+        let end = from + memchr::memchr(b'>', bytes.get(from..)?)?;
+        if bytes.get(end - 2..end) == Some(b"]]") {
+            return Some(end - 2);
+        }
+        from = end + 1;
+    }
+}
+
 /// The position of the first `needle` in `haystack`.
 ///
 /// The needles of this module are short and end in a byte that is rare where they are
@@ -575,6 +664,33 @@ pub(super) fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         from = end + 1;
     }
     None
+}
+
+/// Whether the `len` bytes at `at` equal those at `name_at` (an open element's name).
+///
+/// For names of up to sixteen bytes (all of WeChat's) this compares two 16-byte words of
+/// the input under a mask, without a loop whose exit would be mispredicted at every end
+/// tag and without a call to `memcmp`; near the end of the input it compares slices.
+#[inline]
+fn same_name(bytes: &[u8], at: usize, name_at: usize, len: usize) -> bool {
+    const WORD: usize = 16;
+    let load = |from: usize| {
+        bytes.get(from..from + WORD).map(|slice| {
+            let mut word = [0u8; WORD];
+            word.copy_from_slice(slice);
+            u128::from_le_bytes(word)
+        })
+    };
+    if len < WORD {
+        if let (Some(found), Some(expected)) = (load(at), load(name_at)) {
+            let mask = (1u128 << (8 * len)) - 1;
+            return (found ^ expected) & mask == 0;
+        }
+    }
+    match (bytes.get(at..at + len), bytes.get(name_at..name_at + len)) {
+        (Some(found), Some(expected)) => found == expected,
+        _ => false,
+    }
 }
 
 /// Whether `haystack[offset..]` starts with `needle`, ignoring ASCII case.

@@ -384,6 +384,109 @@ fn known_kind_without_its_numbers_is_kept_raw() {
 }
 
 #[test]
+fn non_finite_floats_are_not_numbers() {
+    for bad in [
+        "NaN",
+        "nan",
+        "inf",
+        "-inf",
+        "infinity",
+        "+Infinity",
+        "1e400",
+        "-1e309",
+    ] {
+        // A required coordinate: the kind is kept raw, like any other broken number.
+        let xml = message(&format!(
+            "<MsgType>location</MsgType><Location_X>23.1</Location_X><Location_Y>{bad}</Location_Y><Label>x</Label>"
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert_eq!(
+            inbound.kind,
+            Kind::Unknown {
+                msg_type: "location".into(),
+                fields: vec![
+                    Element::leaf("Location_X", "23.1"),
+                    Element::leaf("Location_Y", bad),
+                    Element::leaf("Label", "x"),
+                ],
+            },
+            "{bad}"
+        );
+        check_round_trips(&inbound);
+        let xml = message(&event(
+            "LOCATION",
+            &format!("<Latitude>{bad}</Latitude><Longitude>113.3</Longitude>"),
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert!(
+            matches!(&inbound.kind, Kind::Event(Event::Unknown { event, .. }) if event == "LOCATION"),
+            "{bad}: {:?}",
+            inbound.kind
+        );
+        check_round_trips(&inbound);
+        let xml = message(&event(
+            "location_select",
+            &format!("<EventKey>k</EventKey><SendLocationInfo><Location_X>{bad}</Location_X><Location_Y>2</Location_Y></SendLocationInfo>"),
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert!(
+            matches!(&inbound.kind, Kind::Event(Event::Unknown { event, .. }) if event == "location_select"),
+            "{bad}: {:?}",
+            inbound.kind
+        );
+        check_round_trips(&inbound);
+
+        // Optional ones are absent.
+        let xml = message(&format!(
+            "<MsgType>location</MsgType><Location_X>23.1</Location_X><Location_Y>-113</Location_Y><Scale>{bad}</Scale><Label>x</Label>"
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert_eq!(
+            inbound.kind,
+            Kind::Location {
+                location_x: 23.1,
+                location_y: -113.0,
+                scale: None,
+                label: "x".into(),
+            },
+            "{bad}"
+        );
+        check_round_trips(&inbound);
+        let xml = message(&event(
+            "LOCATION",
+            &format!(
+                "<Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>{bad}</Precision>"
+            ),
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert_eq!(
+            inbound.kind,
+            Kind::Event(Event::Location {
+                latitude: 23.1,
+                longitude: 113.3,
+                precision: None,
+            }),
+            "{bad}"
+        );
+        check_round_trips(&inbound);
+        let xml = message(&event(
+            "location_select",
+            &format!("<EventKey>k</EventKey><SendLocationInfo><Location_X>1</Location_X><Location_Y>2</Location_Y><Scale>{bad}</Scale></SendLocationInfo>"),
+        ));
+        let inbound = Inbound::parse(xml.as_bytes()).unwrap();
+        assert!(
+            matches!(
+                &inbound.kind,
+                Kind::Event(Event::LocationSelect { scale: None, .. })
+            ),
+            "{bad}: {:?}",
+            inbound.kind
+        );
+        check_round_trips(&inbound);
+    }
+}
+
+#[test]
 fn unknown_elements_are_ignored() {
     check(
         "<MsgType>text</MsgType><Extra><Deep>1</Deep></Extra><Content>x</Content><AgentID>1</AgentID>",
