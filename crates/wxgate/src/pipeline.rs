@@ -176,7 +176,7 @@ fn authenticate(
             Some(ErrorCode::ValidateSignature),
         )
     })?;
-    let envelope = RequestEnvelope::parse(body)
+    let envelope = RequestEnvelope::parse_borrowed(body)
         .map_err(|e| GatewayError::bad_request(format!("envelope: {e}"), Some(e.code())))?;
     Signature::message(&account.config.token, &timestamp, &nonce, &envelope.encrypt)
         .verify(msg_signature)

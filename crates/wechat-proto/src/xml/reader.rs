@@ -278,7 +278,17 @@ impl<'a> Tokenizer<'a> {
         }
         if bytes.get(name_end) == Some(&b'>') {
             // `<name>`, the usual case: no attribute to skip, not empty.
-            builder.open(name, name_start, false, self.offset + self.position)?;
+            let position = self.offset + self.position;
+            // Most elements under the root hold one text and nothing else: read those in
+            // one step (the root itself, whose text is not kept, takes the general path).
+            if builder.current.is_some() {
+                if let Some((text, after)) = self.leaf_text(name_end + 1, name_start, name.len()) {
+                    builder.leaf(name, name_start, text, position)?;
+                    self.position = after;
+                    return Ok(());
+                }
+            }
+            builder.open(name, name_start, false, position)?;
             self.position = name_end + 1;
             return Ok(());
         }
@@ -303,6 +313,42 @@ impl<'a> Tokenizer<'a> {
         builder.open(name, name_start, empty, self.offset + self.position)?;
         self.position = close + 1;
         Ok(())
+    }
+
+    /// The text of a leaf element whose content starts at `content`, if the input there
+    /// is one CDATA section or one run of text without references, directly followed by
+    /// the end tag of the element named at `name_at`; with the position after that tag.
+    ///
+    /// Anything else (children, comments, references, mixed text and CDATA, an error) is
+    /// `None` and left to the general path, which reads it token by token. Where this
+    /// answers, the general path would have produced the same text and no error.
+    fn leaf_text(
+        &self,
+        content: usize,
+        name_at: usize,
+        name_len: usize,
+    ) -> Option<(&'a str, usize)> {
+        let bytes = self.input.as_bytes();
+        let (text_start, text_end, close) = if bytes.get(content..content + 9) == Some(b"<![CDATA[")
+        {
+            let body = content + 9;
+            let end = cdata_end(bytes, body)?;
+            (body, end, end + 3)
+        } else {
+            let end = content + find_byte(b'<', bytes.get(content..)?)?;
+            if find_byte(b'&', bytes.get(content..end)?).is_some() {
+                return None;
+            }
+            (content, end, end)
+        };
+        let after = close + 2 + name_len;
+        let closes = bytes.get(close..close + 2) == Some(b"</")
+            && same_name(bytes, close + 2, name_at, name_len)
+            && bytes.get(after) == Some(&b'>');
+        if !closes {
+            return None;
+        }
+        Some((self.input.get(text_start..text_end)?, after + 1))
     }
 
     /// Handles `</name>`.
@@ -423,6 +469,35 @@ impl<'a> TreeBuilder<'a> {
         } else if self.current.is_none() {
             self.root_done = true;
         }
+        Ok(())
+    }
+
+    /// Handles `<name>text</name>` (or CDATA) read in one step by [`Tokenizer::leaf_text`]
+    /// inside an open element: exactly what `open`, `append_text` and `close_current`
+    /// do for it, the same checks first.
+    fn leaf(
+        &mut self,
+        name: &'a str,
+        name_at: usize,
+        text: &'a str,
+        position: usize,
+    ) -> Result<(), ParseError> {
+        if self.root_done {
+            return Err(malformed_at("a second root element", position));
+        }
+        if self.depth >= self.max_depth {
+            return Err(ParseError::TooDeep {
+                max: self.max_depth,
+            });
+        }
+        let index = self.nodes.len();
+        self.nodes.push(Node {
+            name,
+            name_at,
+            text: Cow::Borrowed(text),
+            parent: self.current.unwrap_or(index),
+            end: index + 1,
+        });
         Ok(())
     }
 
@@ -838,6 +913,75 @@ mod tests {
             Element::parse(b"<xml><A><![CDATA[\xff]]></A></xml>"),
             Err(ParseError::NotUtf8)
         );
+    }
+
+    #[test]
+    fn leaves_read_in_one_step_match_the_general_path() {
+        // An attribute sends a start tag down the general path; the result must not change.
+        for inner in [
+            "",
+            "x",
+            " padded ",
+            "\n",
+            "<![CDATA[]]>",
+            "<![CDATA[a<b>&]]>",
+            "<![CDATA[x]]><![CDATA[y]]>",
+            "<![CDATA[x]]>tail",
+            "head<![CDATA[x]]>",
+            "a&amp;b",
+            "<!-- c -->x",
+            "x<!-- c -->",
+            "<B>1</B>",
+            "<B/>",
+            " <B>1</B> ",
+            "<![CDATA[]]]]><![CDATA[>]]>",
+        ] {
+            let fast = format!("<xml><A>{inner}</A><C>2</C></xml>");
+            let general = format!("<xml><A k='v'>{inner}</A ><C x=\"\">2</C></xml>");
+            assert_eq!(
+                Element::parse(fast.as_bytes()),
+                Element::parse(general.as_bytes()),
+                "{fast}"
+            );
+        }
+        for broken in [
+            "<xml><A><![CDATA[x]]></B></xml>",
+            "<xml><A>x</AB></xml>",
+            "<xml><A>x</A",
+            "<xml><A><![CDATA[x]]></A",
+            "<xml><A><![CDATA[x</A></xml>",
+        ] {
+            assert!(
+                matches!(
+                    Element::parse(broken.as_bytes()),
+                    Err(ParseError::Malformed { .. })
+                ),
+                "{broken}"
+            );
+        }
+        let limits = Limits {
+            max_bytes: 1024,
+            max_depth: 2,
+        };
+        assert!(Element::parse_with_limits(b"<xml><a>x</a></xml>", limits).is_ok());
+        assert_eq!(
+            Element::parse_with_limits(b"<xml><a><b>x</b></a></xml>", limits),
+            Err(ParseError::TooDeep { max: 2 })
+        );
+        assert_eq!(
+            Element::parse_with_limits(b"<xml><a><b><![CDATA[x]]></b></a></xml>", limits),
+            Err(ParseError::TooDeep { max: 2 })
+        );
+        // The byte-order mark shifts positions; errors still report input positions.
+        let with_bom = "\u{FEFF}<xml><A>x</A><A>y</B></xml>";
+        let without = "<xml><A>x</A><A>y</B></xml>";
+        let (Err(ParseError::Malformed { reason: a }), Err(ParseError::Malformed { reason: b })) = (
+            Element::parse(with_bom.as_bytes()),
+            Element::parse(without.as_bytes()),
+        ) else {
+            panic!("both must be malformed");
+        };
+        assert_ne!(a, b);
     }
 
     #[test]
