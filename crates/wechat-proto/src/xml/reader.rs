@@ -447,22 +447,7 @@ impl<'a> TreeBuilder<'a> {
         empty: bool,
         position: usize,
     ) -> Result<(), ParseError> {
-        if self.root_done {
-            return Err(malformed_at("a second root element", position));
-        }
-        if self.depth >= self.max_depth {
-            return Err(ParseError::TooDeep {
-                max: self.max_depth,
-            });
-        }
-        let index = self.nodes.len();
-        self.nodes.push(Node {
-            name,
-            name_at,
-            text: Cow::Borrowed(""),
-            parent: self.current.unwrap_or(index),
-            end: index + 1,
-        });
+        let index = self.push_node(name, name_at, "", position)?;
         if !empty {
             self.depth += 1;
             self.current = Some(index);
@@ -482,6 +467,18 @@ impl<'a> TreeBuilder<'a> {
         text: &'a str,
         position: usize,
     ) -> Result<(), ParseError> {
+        self.push_node(name, name_at, text, position).map(|_| ())
+    }
+
+    /// Checks that another element may start here and appends it as a child of the
+    /// current element (or as the root); returns its index.
+    fn push_node(
+        &mut self,
+        name: &'a str,
+        name_at: usize,
+        text: &'a str,
+        position: usize,
+    ) -> Result<usize, ParseError> {
         if self.root_done {
             return Err(malformed_at("a second root element", position));
         }
@@ -498,7 +495,7 @@ impl<'a> TreeBuilder<'a> {
             parent: self.current.unwrap_or(index),
             end: index + 1,
         });
-        Ok(())
+        Ok(index)
     }
 
     /// Handles `</name>`.
