@@ -457,6 +457,18 @@ pub enum Event {
     },
 }
 
+/// The wire `MsgType` values this crate types; any other value parses as [`Kind::Unknown`].
+pub const MSG_TYPES: [&str; 8] = [
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "event",
+];
+
 impl Inbound {
     /// Parses a decrypted (or plaintext-mode) message with the default [`Limits`].
     pub fn parse(xml: &[u8]) -> Result<Inbound, ParseError> {

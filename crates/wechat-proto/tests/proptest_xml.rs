@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use quick_xml::events::Event as QxEvent;
 use wechat_proto::envelope::{EncryptedReply, RequestEnvelope};
-use wechat_proto::inbound::{Event, Header, Inbound, Kind};
+use wechat_proto::inbound::{Event, Header, Inbound, Kind, MSG_TYPES};
 use wechat_proto::reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
 use wechat_proto::xml::{sanitize_xml_text, Element};
 
@@ -98,16 +98,6 @@ fn unknown_name(known: &'static [&'static str]) -> impl Strategy<Value = String>
     })
 }
 
-const MSG_TYPES: &[&str] = &[
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "event",
-];
 const EVENTS: &[&str] = &[
     "subscribe",
     "unsubscribe",
@@ -287,7 +277,7 @@ fn kind() -> impl Strategy<Value = Kind> {
             url
         }),
         event().prop_map(Kind::Event),
-        (unknown_name(MSG_TYPES), fields())
+        (unknown_name(&MSG_TYPES), fields())
             .prop_map(|(msg_type, fields)| Kind::Unknown { msg_type, fields }),
     ]
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use wechat_proto::inbound::MSG_TYPES;
 use wechat_proto::{AesKey, AppId, Reply, Token};
 
 use crate::store::DEFAULT_RETENTION;
@@ -321,17 +322,6 @@ struct RawRule {
     forward: bool,
     reply: Option<toml::Value>,
 }
-
-const KINDS: [&str; 8] = [
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "event",
-];
 
 impl Config {
     /// Parses and validates a TOML document, then applies `WXGATE_*` overrides from `env`.
@@ -729,10 +719,10 @@ fn validate_forward(path: &str, raw: &RawForward) -> Result<ForwardConfig, Confi
 fn validate_rule(path: &str, raw: &RawRule) -> Result<RuleConfig, ConfigError> {
     let field = |name: &str| format!("{path}.{name}");
     if let Some(kind) = &raw.kind {
-        if kind != "any" && !KINDS.contains(&kind.as_str()) {
+        if kind != "any" && !MSG_TYPES.contains(&kind.as_str()) {
             return Err(ConfigError::new(
                 field("kind"),
-                format!("{kind:?} is not one of any, {}", KINDS.join(", ")),
+                format!("{kind:?} is not one of any, {}", MSG_TYPES.join(", ")),
             ));
         }
     }
