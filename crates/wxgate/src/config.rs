@@ -14,7 +14,7 @@ use serde::Deserialize;
 use wechat_proto::inbound::MSG_TYPES;
 use wechat_proto::{AesKey, AppId, Reply, Token};
 
-use crate::store::DEFAULT_RETENTION;
+use crate::store::{Retention, DEFAULT_INBOX_RETENTION, DEFAULT_RETENTION};
 
 /// The default per-attempt budget: WeChat waits 5 s; 1 s is left for the network.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(4000);
@@ -72,15 +72,15 @@ pub struct Config {
 pub enum StoreConfig {
     /// In memory: lost on restart; for tests and demos.
     Memory {
-        /// How long claims and replies stay live.
-        retention: Duration,
+        /// How long claims stay live and history is kept.
+        retention: Retention,
     },
     /// One SQLite file (the default).
     Sqlite {
         /// The database file.
         path: PathBuf,
-        /// How long claims and replies stay live.
-        retention: Duration,
+        /// How long claims stay live and history is kept.
+        retention: Retention,
         /// `synchronous = FULL` (survives power loss) instead of `NORMAL` (survives a
         /// process crash).
         synchronous_full: bool,
@@ -272,6 +272,7 @@ struct RawStore {
     backend: Option<String>,
     path: Option<PathBuf>,
     retention_secs: Option<u64>,
+    inbox_retention_secs: Option<u64>,
     synchronous: Option<String>,
 }
 
@@ -481,13 +482,33 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
 }
 
 fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
-    let retention = Duration::from_secs(raw.retention_secs.unwrap_or(DEFAULT_RETENTION.as_secs()));
-    if retention < Duration::from_secs(60) {
+    let claims = Duration::from_secs(raw.retention_secs.unwrap_or(DEFAULT_RETENTION.as_secs()));
+    if claims < Duration::from_secs(60) {
         return Err(ConfigError::new(
             "store.retention_secs",
             "must be at least 60 (WeChat retries for about 20 s)",
         ));
     }
+    let inbox = match raw
+        .inbox_retention_secs
+        .unwrap_or(DEFAULT_INBOX_RETENTION.as_secs())
+    {
+        0 => None,
+        secs if secs < 60 => {
+            return Err(ConfigError::new(
+                "store.inbox_retention_secs",
+                "must be 0 (keep forever) or at least 60",
+            ))
+        }
+        secs => Some(Duration::from_secs(secs)),
+    };
+    if inbox.is_some_and(|inbox| claims > inbox) {
+        return Err(ConfigError::new(
+            "store.retention_secs",
+            "must not exceed store.inbox_retention_secs (a live claim needs its inbox row)",
+        ));
+    }
+    let retention = Retention { claims, inbox };
     match raw.backend.as_deref().unwrap_or("sqlite") {
         "memory" => Ok(StoreConfig::Memory { retention }),
         "sqlite" => {

@@ -13,14 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wechat_proto::MessageCipher;
 
-use crate::config::{AccountConfig, Config, Policy, StoreConfig};
+use crate::clock::{SystemClock, WallClock};
+use crate::config::{AccountConfig, Config, Policy};
 use crate::forward::{http_client, ForwardHandler};
 use crate::handler::rules::router_from_rules;
 use crate::handler::{Handler, Router};
 use crate::metrics::Metrics;
 use crate::push::{
-    CustomerServiceClient, MemoryOutbox, Outbox, PushAccount, Pusher, RetryPolicy, SqliteOutbox,
-    TokenCache,
+    CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache,
 };
 use crate::store::{Store, StoreError};
 
@@ -50,6 +50,8 @@ impl fmt::Debug for Account {
 pub struct Gateway {
     pub(crate) accounts: HashMap<String, Arc<Account>>,
     pub(crate) store: Arc<dyn Store>,
+    /// The wall clock for timestamps (received_at, the timestamp window).
+    pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) metrics: Arc<Metrics>,
     /// Every handler task, so that shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
@@ -63,7 +65,7 @@ pub struct GatewayBuilder {
     config: Config,
     store: Arc<dyn Store>,
     handlers: HashMap<String, Arc<dyn Handler>>,
-    outbox: Option<Arc<dyn Outbox>>,
+    clock: Arc<dyn WallClock>,
     push_retry: RetryPolicy,
 }
 
@@ -83,15 +85,15 @@ impl GatewayBuilder {
             config,
             store,
             handlers: HashMap::new(),
-            outbox: None,
+            clock: Arc::new(SystemClock),
             push_retry: RetryPolicy::default(),
         }
     }
 
-    /// Sets the outbox of `push` deliveries. By default it follows the store: a table in
-    /// the SQLite file, or memory.
-    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> GatewayBuilder {
-        self.outbox = Some(outbox);
+    /// Sets the wall clock (tests use a [`crate::clock::ManualClock`]). Deadlines always
+    /// follow tokio's clock.
+    pub fn clock(mut self, clock: Arc<dyn WallClock>) -> GatewayBuilder {
+        self.clock = clock;
         self
     }
 
@@ -154,6 +156,7 @@ impl GatewayBuilder {
         Gateway {
             accounts,
             store: self.store,
+            clock: self.clock,
             metrics: Arc::new(Metrics::new()),
             tasks,
             body_limit: self.config.body_limit,
@@ -188,16 +191,8 @@ impl GatewayBuilder {
         if accounts.is_empty() {
             return None;
         }
-        let outbox = self
-            .outbox
-            .take()
-            .unwrap_or_else(|| match &self.config.store {
-                StoreConfig::Memory { .. } => Arc::new(MemoryOutbox::new()),
-                StoreConfig::Sqlite { path, .. } => Arc::new(SqliteOutbox::new(path)),
-            });
         let pusher = Pusher::new(
             Arc::clone(&self.store),
-            outbox,
             accounts,
             tasks.clone(),
             CancellationToken::new(),
@@ -223,7 +218,7 @@ impl Gateway {
         &self.metrics
     }
 
-    /// The `push` delivery workers and their outbox, when some account uses `push`.
+    /// The `push` delivery workers, when some account uses `push`.
     pub fn pusher(&self) -> Option<&Arc<Pusher>> {
         self.pusher.as_ref()
     }

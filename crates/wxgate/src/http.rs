@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::AccountLabels;
+use crate::store::Health;
 use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
 
 /// Builds the router over a gateway.
@@ -135,22 +136,34 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The store answers.
+/// The store answers and everything it acknowledged is durable. A degraded store (writes
+/// held in memory and retried, say on a full disk) is not ready: new messages could not be
+/// recorded either.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    if let Health::Degraded { waiting, reason } = gateway.store.health() {
+        return GatewayError::Unavailable(format!(
+            "store degraded: {waiting} writes wait to become durable ({reason})"
+        ))
+        .into_response();
+    }
     match gateway.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => GatewayError::Unavailable(e.to_string()).into_response(),
     }
 }
 
-/// Prometheus text exposition; refreshes the inbox-size gauge first.
+/// Prometheus text exposition; refreshes the store gauges from its maintained counters
+/// first (no scan).
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    if let Ok(count) = gateway.store.count().await {
-        gateway
-            .metrics
-            .inbox_size
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
+    let stats = gateway.store.stats();
+    gateway
+        .metrics
+        .inbox_size
+        .set(i64::try_from(stats.messages).unwrap_or(i64::MAX));
+    gateway
+        .metrics
+        .live_claims
+        .set(i64::try_from(stats.live_claims).unwrap_or(i64::MAX));
     (
         StatusCode::OK,
         [(

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wxgate::config::{Config, StoreConfig};
-use wxgate::serve::{open_store, Bound};
+use wxgate::clock::{SystemClock, WallClock};
+use wxgate::serve::Bound;
 use wxgate::sim::cli::SimCommand;
 use wxgate::tools::{DecryptArgs, InboxArgs};
 use wxgate::GatewayBuilder;
@@ -143,7 +144,7 @@ fn inbox(args: &InboxArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Ver
         // The demo's store, as `wxgate serve` without a config uses it.
         None => StoreConfig::Sqlite {
             path: PathBuf::from("wxgate.db"),
-            retention: wxgate::store::DEFAULT_RETENTION,
+            retention: wxgate::store::Retention::default(),
             synchronous_full: false,
         },
     };
@@ -153,7 +154,7 @@ fn inbox(args: &InboxArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Ver
         .context("starting the runtime")?;
     runtime.block_on(async {
         let store = wxgate::tools::open_inbox_store(&store).await?;
-        let now_ms = wxgate::pipeline::unix_now() * 1000;
+        let now_ms = WallClock::now_ms(&SystemClock);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -215,7 +216,9 @@ fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::
     init_logging(config.log_json, env);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let store = open_store(&config.store).await.context("opening the store")?;
+        let store = wxgate::store::open(&config.store, SystemClock.now_ms())
+            .await
+            .context("opening the store")?;
         let builder = GatewayBuilder::new(config.clone(), store);
         let bound = Bound::bind(builder, config.clone())
             .await

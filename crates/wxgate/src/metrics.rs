@@ -73,8 +73,10 @@ pub struct Metrics {
     pub handler_duration: Family<AccountLabels, Histogram>,
     /// Handler failures (errors, panics, timeouts).
     pub handler_failures: Family<AccountLabels, Counter>,
-    /// Messages in the inbox, refreshed on every scrape.
+    /// Messages in the inbox, refreshed on every scrape from the store's counters.
     pub inbox_size: Gauge,
+    /// Claims held live for single flight, refreshed on every scrape.
+    pub live_claims: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
         );
         let handler_failures = Family::<AccountLabels, Counter>::default();
         let inbox_size = Gauge::default();
+        let live_claims = Gauge::default();
         registry.register(
             "requests",
             "Webhook requests by account and outcome",
@@ -139,6 +142,11 @@ impl Metrics {
             "Messages recorded in the inbox",
             inbox_size.clone(),
         );
+        registry.register(
+            "live_claims",
+            "Claims held live for single flight (bounded by the claims' retention)",
+            live_claims.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -149,6 +157,7 @@ impl Metrics {
             handler_duration,
             handler_failures,
             inbox_size,
+            live_claims,
         }
     }
 

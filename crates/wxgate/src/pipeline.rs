@@ -28,7 +28,7 @@ use crate::gateway::{Account, Gateway};
 use crate::handler::HandlerContext;
 use crate::metrics::{AccountLabels, AnswerLabels};
 use crate::push::{Delivery, DeliveryState};
-use crate::store::{AnswerKind, Claim, Claimed, Completion, NewMessage, StoreKey};
+use crate::store::{AnswerKind, Claim, Claimed, Completion, NewMessage, StoreError, StoreKey};
 
 /// How long past the attempt's start a held attempt (`ride_retries`) stays open: past
 /// WeChat's 5-second timeout, so that WeChat retries, with a margin for its clock.
@@ -83,12 +83,6 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Verifies the URL `signature` (and the timestamp window when `check_window`).
@@ -232,15 +226,19 @@ pub async fn handle_post(
         from_user_name: inbound.header.from_user_name.clone(),
         kind: kind_label(&inbound),
         inbound_json: serde_json::to_string(&inbound).unwrap_or_default(),
-        received_at_ms: unix_now_ms(),
+        received_at_ms: gateway.clock.now_ms(),
     };
-    let claimed = gateway
-        .store
-        .claim(&message)
-        .await
-        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let inbound = Arc::new(inbound);
-    let (reply, kind) = decide(gateway, account, &key, &inbound, &claimed, started).await?;
+    // Cancel safety: the claim and the handler task it promises are made together in a
+    // task of their own, which this request only awaits. If the client goes away (the
+    // request future is dropped here), the admission still runs to its end: a message
+    // whose claim committed always gets its handler.
+    let admission = admit(gateway, account, &key, &inbound, message);
+    let (claimed, source) = admission
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("the admission task failed: {e}")))?
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let (reply, kind) = decide(gateway, account, &key, &inbound, &claimed, source, started).await?;
     gateway
         .metrics
         .answers
@@ -312,6 +310,31 @@ impl Source {
     }
 }
 
+/// Claims the message and, when this attempt is the first, spawns its handler, both in
+/// one task that the request only awaits (see `handle_post`). Nothing between the claim's
+/// commit and the spawn awaits anything the request owns.
+fn admit(
+    gateway: &Arc<Gateway>,
+    account: &Arc<Account>,
+    key: &StoreKey,
+    inbound: &Arc<Inbound>,
+    message: NewMessage,
+) -> tokio::task::JoinHandle<Result<(Claimed, Source), StoreError>> {
+    let gateway = Arc::clone(gateway);
+    let account = Arc::clone(account);
+    let key = key.clone();
+    let inbound = Arc::clone(inbound);
+    let tasks = gateway.tasks.clone();
+    tasks.spawn(async move {
+        let claimed = gateway.store.claim(&message).await?;
+        let source = match claimed.claim {
+            Claim::First => Source::Local(spawn_handler(&gateway, &account, &key, &inbound)),
+            Claim::InFlight | Claim::Done(_) => Source::Store,
+        };
+        Ok((claimed, source))
+    })
+}
+
 /// Steps 5 and 6: get the reply of the one handler run, within the budget, or apply the
 /// account's answer policy.
 async fn decide(
@@ -320,15 +343,13 @@ async fn decide(
     key: &StoreKey,
     inbound: &Arc<Inbound>,
     claimed: &Claimed,
+    mut source: Source,
     started: Instant,
 ) -> Result<(Answered, AnswerKind), GatewayError> {
     let deadline = started + account.config.budget;
-    let mut source = match &claimed.claim {
-        Claim::First => Source::Local(spawn_handler(gateway, account, key, inbound)),
-        Claim::InFlight => {
-            count_coalesced(gateway, account);
-            Source::Store
-        }
+    match &claimed.claim {
+        Claim::First => {}
+        Claim::InFlight => count_coalesced(gateway, account),
         Claim::Done(completion) => {
             count_coalesced(gateway, account);
             if delivery_owed(gateway, account, key).await {
@@ -336,7 +357,7 @@ async fn decide(
             }
             return Ok(completed(completion));
         }
-    };
+    }
     if let Some(completion) = source.until(gateway, key, deadline).await? {
         if claimed.claim != Claim::First && delivery_owed(gateway, account, key).await {
             return Ok((Answered::Success, AnswerKind::Acked));
@@ -391,7 +412,7 @@ async fn owe_delivery(
         .enqueue(Delivery {
             key: key.clone(),
             to_user: inbound.header.from_user_name.clone(),
-            created_at_ms: unix_now_ms(),
+            created_at_ms: gateway.clock.now_ms(),
         })
         .await
         .map_err(|e| GatewayError::Unavailable(e.to_string()))
@@ -406,10 +427,10 @@ async fn delivery_owed(gateway: &Gateway, account: &Account, key: &StoreKey) -> 
     if account.config.policy != Policy::Push {
         return false;
     }
-    let Some(pusher) = &gateway.pusher else {
+    if gateway.pusher.is_none() {
         return false;
-    };
-    match pusher.outbox().state(key).await {
+    }
+    match gateway.store.state(key).await {
         Ok(state) => matches!(state, Some(DeliveryState::Pending | DeliveryState::Sent)),
         Err(e) => {
             tracing::error!(error = %e, "could not read the push outbox");
@@ -552,28 +573,15 @@ fn spawn_handler(
                 }
             }
         };
-        complete_durably(&gateway, &key, &completion).await;
+        // In memory at once (retries are answered from it); a persistent store makes it
+        // durable behind, retrying a failed write until it is.
+        if let Err(e) = gateway.store.complete(&key, &completion).await {
+            tracing::error!(account = %account.config.name, error = %e, "could not record a handler completion");
+        }
         // The attempt may have answered already (budget over); nobody listening is fine.
         let _ = sender.send(completion);
     });
     receiver
-}
-
-/// Records a completion, retrying briefly: losing it would make retries wait in vain.
-async fn complete_durably(gateway: &Gateway, key: &StoreKey, completion: &Completion) {
-    let mut delay = Duration::from_millis(20);
-    for attempt in 1..=5 {
-        match gateway.store.complete(key, completion).await {
-            Ok(()) => return,
-            Err(e) if attempt == 5 => {
-                tracing::error!(error = %e, "could not record a handler completion");
-            }
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
 }
 
 /// After a "still working" answer, waits for the reply in the background and defers it

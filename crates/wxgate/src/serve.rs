@@ -1,4 +1,5 @@
-//! `wxgate serve`: open the store, bind, serve until a signal, shut down gracefully.
+//! `wxgate serve`: bind, serve until a signal (pruning the store meanwhile), shut down
+//! gracefully. The store is opened by [`crate::store::open`].
 //!
 //! Shutdown order: stop accepting and let in-flight requests finish (axum's graceful
 //! shutdown), then wait for handler tasks still working past their answers, then flush the
@@ -10,38 +11,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, StoreConfig};
-use crate::gateway::{Gateway, GatewayBuilder};
-use crate::store::memory::MemoryStore;
-use crate::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use crate::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
-/// Opens the configured store.
-pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
-    match config {
-        StoreConfig::Memory { retention } => Ok(Arc::new(MemoryStore::new(*retention))),
-        StoreConfig::Sqlite {
-            path,
-            retention,
-            synchronous_full,
-        } => {
-            let options = SqliteOptions {
-                retention: *retention,
-                synchronous: if *synchronous_full {
-                    Synchronous::Full
-                } else {
-                    Synchronous::Normal
-                },
-                ..SqliteOptions::default()
-            };
-            let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-            Ok(Arc::new(store))
-        }
-    }
-}
+use crate::config::Config;
+use crate::gateway::{Gateway, GatewayBuilder};
+use crate::store::housekeeping;
 
 /// A gateway bound to its listening socket, not yet serving.
 #[derive(Debug)]
@@ -74,9 +48,19 @@ impl Bound {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.gateway.router();
+        let housekeeping_stop = CancellationToken::new();
+        let housekeeping = housekeeping::spawn(
+            Arc::clone(&self.gateway.store),
+            Arc::clone(&self.gateway.clock),
+            housekeeping_stop.clone(),
+        );
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        housekeeping_stop.cancel();
+        if let Err(e) = housekeeping.await {
+            tracing::error!(error = %e, "the store's housekeeping task failed");
+        }
         tracing::info!("stopped accepting; waiting for running handlers");
         match self.gateway.shutdown(self.config.shutdown_grace).await {
             Ok(0) => tracing::info!("all handlers finished; store flushed"),

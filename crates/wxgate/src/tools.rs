@@ -21,10 +21,9 @@ use wechat_proto::{
 };
 
 use crate::config::StoreConfig;
-use crate::serve::open_store;
 use crate::sim::report::truncate;
 use crate::sim::wechat::describe_reply;
-use crate::store::{InboxEntry, InboxQuery, Store, StoreError};
+use crate::store::{AnswerKind, Completion, Inbox, InboxEntry, InboxQuery, StoreError};
 
 /// A failure of a tool itself (as opposed to a verdict such as "does not decrypt").
 #[derive(Debug, thiserror::Error)]
@@ -414,18 +413,17 @@ pub struct InboxArgs {
     pub json: bool,
 }
 
-/// Opens the store the inbox is read from, refusing what cannot be read from outside the
-/// serving process.
-pub async fn open_inbox_store(config: &StoreConfig) -> Result<Arc<dyn Store>, ToolError> {
+/// Opens the inbox read-only, beside a gateway that may be serving from it, refusing what
+/// cannot be read from outside the serving process.
+pub async fn open_inbox_store(config: &StoreConfig) -> Result<Arc<dyn Inbox>, ToolError> {
     match config {
-        StoreConfig::Memory { .. } => Err(ToolError::Usage(
-            "the memory store lives inside the serving process; there is no inbox to read from outside (use the sqlite backend)".to_owned(),
-        )),
         StoreConfig::Sqlite { path, .. } if !path.exists() => Err(ToolError::Usage(format!(
             "no inbox at {} (start `wxgate serve` first, or pass --config)",
             path.display()
         ))),
-        _ => Ok(open_store(config).await?),
+        _ => crate::store::open_read_only(config)
+            .await
+            .map_err(|e| ToolError::Usage(e.to_string())),
     }
 }
 
@@ -588,7 +586,7 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Lists the inbox (oldest of the selection first, so the newest ends up at the bottom),
 /// then with `follow` keeps printing new and changed entries until `stop` resolves.
 pub async fn inbox(
-    store: &dyn Store,
+    store: &dyn Inbox,
     args: &InboxArgs,
     now_ms: i64,
     out: &mut (dyn Write + Send),
@@ -608,6 +606,7 @@ pub async fn inbox(
     entries.reverse();
     let mut seen: HashMap<(String, String), String> = HashMap::new();
     if args.json && !args.follow {
+        let entries: Vec<EntryJson<'_>> = entries.iter().map(EntryJson::of).collect();
         write_out(out, &format!("{}\n", to_json(&entries, true)?))?;
     } else {
         for entry in &entries {
@@ -620,15 +619,23 @@ pub async fn inbox(
         }
         return Ok(());
     }
-    for entry in entries {
+    // Follow: changes happen within WeChat's retry window and the handler timeout, so
+    // re-reading the last ten minutes (or from --since) catches every update. What that
+    // window holds now is already history: it is remembered without being printed, so
+    // that only what arrives or changes from here on is (--limit bounded what was shown).
+    let window = |now_ms: i64| InboxQuery {
+        account: args.account.clone(),
+        since_ms: Some(since_ms.unwrap_or(i64::MIN).max(now_ms - 600_000)),
+        limit: 10_000,
+    };
+    for entry in entries.into_iter().chain(store.list(&window(now_ms)).await?) {
         seen.insert(
             (entry.account.clone(), entry.dedup_key.clone()),
             fingerprint(&entry),
         );
     }
-    // Follow: changes happen within WeChat's retry window and the handler timeout, so
-    // re-reading the last ten minutes (or from --since) catches every update.
     tokio::pin!(stop);
+    let started = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(FOLLOW_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -637,13 +644,8 @@ pub async fn inbox(
             () = &mut stop => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let now = crate::pipeline::unix_now() * 1000;
-        let window = InboxQuery {
-            account: args.account.clone(),
-            since_ms: Some(since_ms.unwrap_or(i64::MIN).max(now - 600_000)),
-            limit: 10_000,
-        };
-        let mut fresh = store.list(&window).await?;
+        let now = now_ms.saturating_add(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+        let mut fresh = store.list(&window(now)).await?;
         fresh.reverse();
         for entry in fresh {
             let key = (entry.account.clone(), entry.dedup_key.clone());
@@ -657,9 +659,42 @@ pub async fn inbox(
     }
 }
 
+/// An inbox entry as `--json` prints it: the message as a JSON object, not as a string.
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    account: &'a str,
+    dedup_key: &'a str,
+    from_user_name: &'a str,
+    kind: &'a str,
+    /// The message in its documented JSON form (`null` if the stored form is unreadable).
+    message: serde_json::Value,
+    received_at_ms: i64,
+    attempts: u32,
+    completion: &'a Option<Completion>,
+    last_answer: &'a Option<(AnswerKind, u32)>,
+    deferred: bool,
+}
+
+impl<'a> EntryJson<'a> {
+    fn of(entry: &'a InboxEntry) -> EntryJson<'a> {
+        EntryJson {
+            account: &entry.account,
+            dedup_key: &entry.dedup_key,
+            from_user_name: &entry.from_user_name,
+            kind: &entry.kind,
+            message: serde_json::from_str(&entry.inbound_json).unwrap_or_default(),
+            received_at_ms: entry.received_at_ms,
+            attempts: entry.attempts,
+            completion: &entry.completion,
+            last_answer: &entry.last_answer,
+            deferred: entry.deferred,
+        }
+    }
+}
+
 fn print_entry(out: &mut dyn Write, entry: &InboxEntry, json: bool) -> Result<(), ToolError> {
     let line = if json {
-        to_json(entry, false)?
+        to_json(&EntryJson::of(entry), false)?
     } else {
         entry_line(entry)
     };

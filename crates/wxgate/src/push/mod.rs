@@ -1,7 +1,7 @@
 //! The `push` answer policy: late replies through the customer-service API.
 //!
 //! When the reply is not ready within the budget, the attempt writes a [`Delivery`] to the
-//! [`Outbox`] and only then answers `success`. A worker ([`Pusher`]) waits for the
+//! store's [`Outbox`](crate::store::Outbox) and only then answers `success`. A worker ([`Pusher`]) waits for the
 //! handler's completion through [`Store::wait`], sends the reply with the account's
 //! [`CustomerServiceClient`], retries transient failures with backoff, and records the
 //! outcome: sent, nothing to send, or given up with a reason (WeChat's final errors such
@@ -14,7 +14,6 @@
 //! What this module must not do: log tokens, the AppSecret, message contents or OpenIDs.
 
 pub mod client;
-pub mod outbox;
 pub mod token;
 
 use std::collections::{HashMap, HashSet};
@@ -25,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::client::CustomerServiceClient;
-pub use self::outbox::{Delivery, DeliveryState, MemoryOutbox, Outbox, OutboxError, SqliteOutbox};
 pub use self::token::{AccessToken, TokenCache};
-use crate::store::{Completion, Store, StoreKey};
+pub use crate::store::{Delivery, DeliveryState};
+use crate::store::{Completion, Store, StoreError, StoreKey};
 
 /// WeChat error codes after which a send is not retried: the message can never go out
 /// (out of the 48-hour window, quota, unsubscribed, bad OpenID, bad media, no permission,
@@ -126,8 +125,8 @@ pub struct PushAccount {
 /// Runs the delivery workers of a gateway.
 #[derive(Debug)]
 pub struct Pusher {
+    /// The store: completions are waited for there, and deliveries are its outbox.
     store: Arc<dyn Store>,
-    outbox: Arc<dyn Outbox>,
     accounts: HashMap<String, PushAccount>,
     retry: RetryPolicy,
     /// The gateway's tracker, so shutdown waits for workers.
@@ -139,17 +138,15 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// A pusher for `accounts`, recording in `outbox`.
+    /// A pusher for `accounts`, recording deliveries in the store's outbox.
     pub fn new(
         store: Arc<dyn Store>,
-        outbox: Arc<dyn Outbox>,
         accounts: HashMap<String, PushAccount>,
         tasks: TaskTracker,
         cancel: CancellationToken,
     ) -> Pusher {
         Pusher {
             store,
-            outbox,
             accounts,
             retry: RetryPolicy::default(),
             tasks,
@@ -164,27 +161,22 @@ impl Pusher {
         self
     }
 
-    /// The outbox.
-    pub fn outbox(&self) -> &Arc<dyn Outbox> {
-        &self.outbox
-    }
-
     /// The sender of an account, if it uses `push`.
     pub fn account(&self, name: &str) -> Option<&PushAccount> {
         self.accounts.get(name)
     }
 
     /// Writes the delivery (durably, for persistent outboxes) and starts its worker.
-    pub async fn enqueue(self: &Arc<Self>, delivery: Delivery) -> Result<(), OutboxError> {
-        if self.outbox.enqueue(&delivery).await? {
+    pub async fn enqueue(self: &Arc<Self>, delivery: Delivery) -> Result<(), StoreError> {
+        if self.store.enqueue(&delivery).await? {
             self.spawn(delivery);
         }
         Ok(())
     }
 
     /// Starts a worker for every pending delivery (on start). Returns how many.
-    pub async fn resume(self: &Arc<Self>) -> Result<usize, OutboxError> {
-        let pending = self.outbox.pending().await?;
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let pending = self.store.pending().await?;
         let count = pending.len();
         for delivery in pending {
             self.spawn(delivery);
@@ -321,7 +313,7 @@ impl Pusher {
     async fn record(&self, key: &StoreKey, state: &DeliveryState) {
         let mut delay = Duration::from_millis(20);
         for attempt in 1..=5 {
-            match self.outbox.finish(key, state).await {
+            match self.store.finish(key, state).await {
                 Ok(()) => return,
                 Err(e) if attempt == 5 => {
                     tracing::error!(error = %e, "could not record a push delivery's outcome");

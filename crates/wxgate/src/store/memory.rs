@@ -1,169 +1,127 @@
-//! The in-memory store: one mutex-protected inbox and per-key wake-ups.
+//! The in-memory store: the live claims plus a bounded history, in this process only.
 //!
-//! It exists for tests and demos: it needs no file and no server, runs under tokio's paused
-//! clock (`wait` sleeps only through `tokio::time`), and is the simplest reading of the
-//! [`Store`] contract, against which the persistent backends are checked by the shared
-//! conformance suite.
+//! It exists for tests, demos and embedding: it needs no file and no server, runs under
+//! tokio's paused clock (`wait` sleeps only through `tokio::time`), and is the simplest
+//! reading of the storage contract, against which the persistent backends are checked by
+//! the shared conformance suites.
 //!
 //! What it must not do: pretend to be durable (everything is lost with the process), share
-//! claims between processes, or sweep itself in the background. It keeps every message it
-//! has seen for the life of the process, like the persistent inbox does, so it grows without
-//! bound and is not meant for production traffic.
+//! claims between processes, or grow without bound: [`Store::prune`] removes history past
+//! the inbox retention and claims past theirs, so its memory is bounded by traffic times
+//! retention.
 //!
-//! The mutex is a `std::sync::Mutex` held only for map operations, never across an `.await`.
+//! Every lock is a `std::sync::Mutex` held for map operations only, never across an
+//! `.await`. The history is a `BTreeMap` ordered by arrival, so listing newest first and
+//! pruning oldest first never sort or scan the whole of it, and it grows node by node
+//! instead of reallocating one large buffer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 use wechat_proto::Reply;
 
+use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::{
-    AnswerKind, Claim, Claimed, Completion, InboxEntry, InboxQuery, NewMessage, Store, StoreError,
+    AnswerKind, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health, Inbox,
+    InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
     StoreKey,
 };
 
-/// The number of entries `list` returns when the query asks for 0.
-const DEFAULT_LIST_LIMIT: usize = 100;
-
-/// A [`Store`] kept in this process's memory. See the module docs.
+/// A store kept in this process's memory. See the module docs.
 #[derive(Debug)]
 pub struct MemoryStore {
-    /// How long a claim stays live after its message was first received, in milliseconds.
-    retention_ms: i64,
-    /// The inbox and its indexes, behind one lock so that a claim is atomic.
-    state: Mutex<State>,
-}
-
-/// Everything the store holds.
-#[derive(Debug, Default)]
-struct State {
-    /// Every message ever claimed, in the order of their first claim. A key that expired
-    /// and arrived again has a second record, so history is never overwritten.
-    records: Vec<Record>,
-    /// The latest record of each key, as an index into `records`.
-    latest: HashMap<StoreKey, usize>,
-    /// The records marked deferred and not yet taken, as indexes into `records`.
-    deferred: Vec<usize>,
-}
-
-/// One message and what happened to it.
-#[derive(Debug)]
-struct Record {
-    /// The key the record was claimed under, to hand back from `take_deferred`.
-    key: StoreKey,
-    /// What `list` shows; it also holds the completion and the answer.
-    entry: InboxEntry,
-    /// Wakes the waiters of this record when it completes. Created by the first waiter,
-    /// so that records nobody waits on cost no allocation for it.
-    completed: Option<Arc<Notify>>,
+    retention: Retention,
+    live: Live,
+    next_id: AtomicI64,
+    /// Every message inside the inbox retention, by arrival.
+    history: Mutex<BTreeMap<RecordId, InboxEntry>>,
+    /// Push deliveries by message key.
+    outbox: Mutex<HashMap<StoreKey, (Delivery, DeliveryState)>>,
+    pruned: AtomicU64,
 }
 
 impl MemoryStore {
-    /// Creates an empty store whose claims stay live for `retention` after the first
-    /// delivery of a message.
+    /// An empty store whose claims stay live for `retention` after the first delivery of a
+    /// message, keeping history for the default inbox retention.
     pub fn new(retention: Duration) -> MemoryStore {
+        MemoryStore::with_retention(Retention {
+            claims: retention,
+            ..Retention::default()
+        })
+    }
+
+    /// An empty store with both horizons given.
+    pub fn with_retention(retention: Retention) -> MemoryStore {
         MemoryStore {
-            retention_ms: duration_to_ms(retention),
-            state: Mutex::new(State::default()),
+            retention,
+            live: Live::new(retention.claims),
+            next_id: AtomicI64::new(1),
+            history: Mutex::default(),
+            outbox: Mutex::default(),
+            pruned: AtomicU64::new(0),
         }
     }
 
-    /// Locks the state. Every mutation is a single step taken after all checks, so a
-    /// panic while the lock was held cannot leave the maps half updated, and a poisoned
-    /// lock is still safe to use.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The completion of the latest record of `key`, if it has one.
-    fn completion_of(&self, key: &StoreKey) -> Option<Completion> {
-        let state = self.lock();
-        let index = *state.latest.get(key)?;
-        state.records[index].entry.completion.clone()
+    /// Applies `change` to the history entry of `record`, if it is still kept.
+    fn update(&self, record: RecordId, change: impl FnOnce(&mut InboxEntry)) {
+        if let Some(entry) = lock(&self.history).get_mut(&record) {
+            change(entry);
+        }
     }
 }
 
 impl Default for MemoryStore {
     fn default() -> MemoryStore {
-        MemoryStore::new(super::DEFAULT_RETENTION)
-    }
-}
-
-impl State {
-    /// The index of the latest record of `key`, or an error naming the operation.
-    fn latest_index(&self, key: &StoreKey, operation: &str) -> Result<usize, StoreError> {
-        self.latest
-            .get(key)
-            .copied()
-            .ok_or_else(|| no_claim(operation, key))
+        MemoryStore::with_retention(Retention::default())
     }
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl Claims for MemoryStore {
     async fn claim(&self, message: &NewMessage) -> Result<Claimed, StoreError> {
-        let mut state = self.lock();
-        if let Some(&index) = state.latest.get(&message.key) {
-            let entry = &mut state.records[index].entry;
-            let age_ms = message.received_at_ms.saturating_sub(entry.received_at_ms);
-            if age_ms <= self.retention_ms {
-                entry.attempts = entry.attempts.saturating_add(1);
-                let claim = match &entry.completion {
-                    Some(completion) => Claim::Done(completion.clone()),
-                    None => Claim::InFlight,
-                };
-                return Ok(Claimed {
-                    claim,
-                    attempt: entry.attempts,
-                });
-            }
-        }
-        let index = state.records.len();
-        state.records.push(Record {
-            key: message.key.clone(),
-            entry: InboxEntry {
-                account: message.key.account.clone(),
-                dedup_key: message.key.dedup.to_string(),
-                from_user_name: message.from_user_name.clone(),
-                kind: message.kind.clone(),
-                inbound_json: message.inbound_json.clone(),
-                received_at_ms: message.received_at_ms,
-                attempts: 1,
-                completion: None,
-                last_answer: None,
-                deferred: false,
-            },
-            completed: None,
+        let decision = self.live.claim(message, true, || {
+            self.next_id.fetch_add(1, Ordering::Relaxed)
         });
-        state.latest.insert(message.key.clone(), index);
-        Ok(Claimed {
-            claim: Claim::First,
-            attempt: 1,
-        })
+        match decision {
+            Decision::First { record } => {
+                let entry = InboxEntry {
+                    account: message.key.account.clone(),
+                    dedup_key: message.key.dedup.to_string(),
+                    from_user_name: message.from_user_name.clone(),
+                    kind: message.kind.clone(),
+                    inbound_json: message.inbound_json.clone(),
+                    received_at_ms: message.received_at_ms,
+                    attempts: 1,
+                    completion: None,
+                    last_answer: None,
+                    deferred: false,
+                };
+                lock(&self.history).insert(record, entry);
+                Ok(Claimed {
+                    claim: super::Claim::First,
+                    attempt: 1,
+                })
+            }
+            Decision::Existing { record, claimed } => {
+                self.update(record, |entry| entry.attempts = claimed.attempt);
+                Ok(claimed)
+            }
+            // Claims of the memory store are durable as they are made.
+            Decision::NotYetDurable => Err(StoreError::Backend(
+                "a memory claim was not marked recorded".to_owned(),
+            )),
+        }
     }
 
     async fn complete(&self, key: &StoreKey, completion: &Completion) -> Result<(), StoreError> {
-        let waiters = {
-            let mut state = self.lock();
-            let index = state.latest_index(key, "complete")?;
-            let record = &mut state.records[index];
-            record.entry.completion = Some(completion.clone());
-            let waiters = record.completed.clone();
-            if completion.reply.is_none() && record.entry.deferred {
-                // Nothing will ever be delivered for this message, so it no longer waits.
-                record.entry.deferred = false;
-                state.deferred.retain(|&deferred| deferred != index);
-            }
-            waiters
-        };
-        // Waking after the lock is released: every waiter looks at the state again, and it
-        // already holds the completion.
-        if let Some(waiters) = waiters {
-            waiters.notify_waiters();
-        }
+        let (record, deferred) = self.live.complete(key, completion)?;
+        self.update(record, |entry| {
+            entry.completion = Some(completion.clone());
+            entry.deferred = deferred;
+        });
         Ok(())
     }
 
@@ -172,36 +130,7 @@ impl Store for MemoryStore {
         key: &StoreKey,
         timeout: Duration,
     ) -> Result<Option<Completion>, StoreError> {
-        let waiting = async {
-            loop {
-                let completed = {
-                    let mut state = self.lock();
-                    let Some(&index) = state.latest.get(key) else {
-                        // Nothing was claimed under this key, so nothing will complete it.
-                        return None;
-                    };
-                    let record = &mut state.records[index];
-                    if let Some(completion) = &record.entry.completion {
-                        return Some(completion.clone());
-                    }
-                    Arc::clone(record.completed.get_or_insert_with(Default::default))
-                };
-                let notified = completed.notified();
-                tokio::pin!(notified);
-                // Registering before looking again means that a completion landing between
-                // the look above and this point still wakes us: no lost wake-up.
-                notified.as_mut().enable();
-                if let Some(completion) = self.completion_of(key) {
-                    return Some(completion);
-                }
-                notified.await;
-            }
-        };
-        match tokio::time::timeout(timeout, waiting).await {
-            Ok(completion) => Ok(completion),
-            // A completion that landed exactly at the deadline is still worth answering.
-            Err(_elapsed) => Ok(self.completion_of(key)),
-        }
+        Ok(self.live.wait(key, timeout).await)
     }
 
     async fn record_answer(
@@ -210,23 +139,20 @@ impl Store for MemoryStore {
         answer: AnswerKind,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        let index = state.latest_index(key, "record_answer")?;
-        state.records[index].entry.last_answer = Some((answer, attempt));
+        let record = self.live.record(key, "record_answer")?;
+        self.update(record, |entry| entry.last_answer = Some((answer, attempt)));
         Ok(())
     }
+}
 
+#[async_trait]
+impl Deferrals for MemoryStore {
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        let index = state.latest_index(key, "defer_reply")?;
-        let entry = &mut state.records[index].entry;
-        let nothing_to_deliver =
-            matches!(&entry.completion, Some(completion) if completion.reply.is_none());
-        if entry.deferred || nothing_to_deliver {
-            return Ok(());
+        match self.live.defer(key)? {
+            Deferral::Deferred(record) => self.update(record, |entry| entry.deferred = true),
+            // Marked in the history only once there is a reply to deliver.
+            Deferral::WhenComplete(_) | Deferral::NothingToDefer => {}
         }
-        entry.deferred = true;
-        state.deferred.push(index);
         Ok(())
     }
 
@@ -235,74 +161,120 @@ impl Store for MemoryStore {
         account: &str,
         from_user_name: &str,
     ) -> Result<Option<(StoreKey, Reply)>, StoreError> {
-        let mut state = self.lock();
-        let records = &state.records;
-        // The oldest message first; among messages received in the same millisecond, the
-        // one claimed first.
-        let oldest = state
-            .deferred
-            .iter()
-            .enumerate()
-            .filter(|&(_, &index)| {
-                let entry = &records[index].entry;
-                entry.account == account
-                    && entry.from_user_name == from_user_name
-                    && entry
-                        .completion
-                        .as_ref()
-                        .is_some_and(|completion| completion.reply.is_some())
-            })
-            .min_by_key(|&(_, &index)| (records[index].entry.received_at_ms, index))
-            .map(|(position, &index)| (position, index));
-        let Some((position, index)) = oldest else {
+        let Some((record, key, reply)) = self.live.take_deferred(account, from_user_name) else {
             return Ok(None);
         };
-        state.deferred.swap_remove(position);
-        let record = &mut state.records[index];
-        record.entry.deferred = false;
-        let reply = record
-            .entry
-            .completion
-            .as_ref()
-            .and_then(|completion| completion.reply.clone());
-        Ok(reply.map(|reply| (record.key.clone(), reply)))
+        self.update(record, |entry| entry.deferred = false);
+        Ok(Some((key, reply)))
     }
+}
 
+#[async_trait]
+impl Inbox for MemoryStore {
     async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        let limit = if query.limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            query.limit
-        };
-        let state = self.lock();
-        let mut matching: Vec<(usize, &InboxEntry)> = state
-            .records
-            .iter()
-            .map(|record| &record.entry)
-            .enumerate()
-            .filter(|(_, entry)| {
+        let history = lock(&self.history);
+        // Newest first; among messages received in the same millisecond, the latest claim.
+        Ok(history
+            .values()
+            .rev()
+            .take_while(|entry| {
+                query
+                    .since_ms
+                    .is_none_or(|since_ms| entry.received_at_ms >= since_ms)
+            })
+            .filter(|entry| {
                 query
                     .account
                     .as_deref()
                     .is_none_or(|account| entry.account == account)
-                    && query
-                        .since_ms
-                        .is_none_or(|since_ms| entry.received_at_ms >= since_ms)
             })
-            .collect();
-        // Newest first; among messages received in the same millisecond, the latest claim.
-        matching.sort_unstable_by(|(a_index, a), (b_index, b)| {
-            (b.received_at_ms, b_index).cmp(&(a.received_at_ms, a_index))
-        });
-        Ok(matching
-            .into_iter()
-            .take(limit)
-            .map(|(_, entry)| entry.clone())
+            .take(query.effective_limit())
+            .cloned()
             .collect())
     }
+}
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().records.len() as u64)
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn enqueue(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let mut outbox = lock(&self.outbox);
+        if outbox.contains_key(&delivery.key) {
+            return Ok(false);
+        }
+        outbox.insert(
+            delivery.key.clone(),
+            (delivery.clone(), DeliveryState::Pending),
+        );
+        Ok(true)
+    }
+
+    async fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
+        let mut pending: Vec<Delivery> = lock(&self.outbox)
+            .values()
+            .filter(|(_, state)| *state == DeliveryState::Pending)
+            .map(|(delivery, _)| delivery.clone())
+            .collect();
+        pending.sort_by_key(|delivery| delivery.created_at_ms);
+        Ok(pending)
+    }
+
+    async fn finish(&self, key: &StoreKey, state: &DeliveryState) -> Result<(), StoreError> {
+        if let Some(record) = lock(&self.outbox).get_mut(key) {
+            record.1 = state.clone();
+        }
+        Ok(())
+    }
+
+    async fn state(&self, key: &StoreKey) -> Result<Option<DeliveryState>, StoreError> {
+        Ok(lock(&self.outbox).get(key).map(|(_, state)| state.clone()))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn prune(&self, now_ms: i64, batch: usize) -> Result<usize, StoreError> {
+        let claims_horizon = now_ms.saturating_sub(duration_ms(self.retention.claims));
+        let history_horizon = self
+            .retention
+            .inbox
+            .map(|inbox| now_ms.saturating_sub(duration_ms(inbox)));
+        self.live.sweep(claims_horizon, history_horizon, batch);
+        let Some(horizon) = history_horizon else {
+            return Ok(0);
+        };
+        let removed = {
+            let mut history = lock(&self.history);
+            let mut removed = 0;
+            while removed < batch {
+                match history.first_key_value() {
+                    Some((record, _)) if record.received_at_ms < horizon => {
+                        history.pop_first();
+                        removed += 1;
+                    }
+                    _ => break,
+                }
+            }
+            removed
+        };
+        lock(&self.outbox).retain(|_, (delivery, _)| delivery.created_at_ms >= horizon);
+        self.pruned.fetch_add(removed as u64, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    fn stats(&self) -> InboxStats {
+        InboxStats {
+            messages: lock(&self.history).len() as u64,
+            live_claims: self.live.len(),
+            pruned: self.pruned.load(Ordering::Relaxed),
+        }
+    }
+
+    fn health(&self) -> Health {
+        Health::Ok
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -315,16 +287,7 @@ impl Store for MemoryStore {
     }
 }
 
-/// Converts a retention to whole milliseconds, saturating far beyond any real value.
-fn duration_to_ms(duration: Duration) -> i64 {
+/// A duration in whole milliseconds, saturating far beyond any real value.
+pub(crate) fn duration_ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The error for an operation on a key that was never claimed.
-fn no_claim(operation: &str, key: &StoreKey) -> StoreError {
-    // The key itself names the follower, whose OpenID must not reach the logs.
-    StoreError::Backend(format!(
-        "{operation}: no claim recorded for this key on account {}",
-        key.account
-    ))
 }

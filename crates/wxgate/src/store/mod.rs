@@ -1,32 +1,73 @@
-//! The store: atomic claims (single flight), completions, and the durable inbox.
+//! The storage seam: single flight, deferred replies, the inbox and the push outbox, on one
+//! backend opened in one place.
 //!
-//! One small trait, [`Store`], held as `Arc<dyn Store>` and chosen by configuration. Every
-//! backend runs the same conformance suite (`tests/store_conformance.rs`). The trait is shaped so that
-//! it can be implemented on Redis as well as on SQLite and in memory:
-//! - a claim is one atomic operation (`SET NX PX` on Redis, one statement on the SQLite
-//!   writer, one lock in memory) that also records the message, so that the message is
-//!   durable before any answer leaves;
-//! - waiting for another attempt's work may use an in-process wake-up as a fast path, but
-//!   must also observe a completion written by another process (polling or pub/sub), and no
-//!   method may rely on a transaction spanning two calls;
-//! - time is passed in (`now_ms`), so expiry is testable without sleeping.
+//! [`open`] turns the `[store]` configuration into a [`Storage`]; nothing else in the
+//! gateway names a backend. A backend implements four small traits, one per concern, and
+//! each concern has one conformance suite that every backend runs unchanged
+//! (`tests/store/`):
+//! - [`Claims`] — the atomic claim that makes the handler run once per message, its
+//!   completion, waiting for it, and the answer each attempt gave;
+//! - [`Deferrals`] — replies kept for the follower's next message (`ride_retries`);
+//! - [`Inbox`] — the history of messages, queried by `wxgate inbox` and the console;
+//! - [`Outbox`] — durable `push` deliveries.
 //!
-//! What the store must not do: run handlers, know about HTTP, or read the clock to decide
-//! expiry (except Redis' own key TTLs, which follow the same `retention`).
+//! [`Store`] joins them with what every backend shares: health, pruning and flushing.
+//!
+//! Two horizons bound what a backend holds ([`Retention`]): claims stay live for
+//! `retention` (WeChat retries within about 20 s; ten minutes leaves room), and history
+//! (inbox rows, replies, deliveries) is pruned after `inbox_retention` by [`housekeeping`].
+//!
+//! The contract every backend keeps:
+//! - [`Claims::claim`] returns [`Claim::First`] only once the message is recorded (durably,
+//!   for persistent backends), so the message is on record before any answer leaves;
+//! - a completion wakes every waiter at once (no polling) and is answered to later
+//!   retries in this process even while its durable write is still being retried; a
+//!   backend whose writes fail reports [`Health::Degraded`] until they are durable;
+//! - time is passed in (`received_at_ms`, `now_ms`), so expiry and pruning are testable
+//!   without sleeping; a backend never reads the wall clock to decide either.
+//!
+//! What the store must not do: run handlers, know about HTTP, or block a tokio worker.
 
+pub mod housekeeping;
+pub(crate) mod live;
 pub mod memory;
 pub mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use wechat_proto::{DedupKey, Reply};
 
+use crate::config::StoreConfig;
+
 /// How long a claim and its reply stay live after the message was received. WeChat
 /// retries within ~20 s; ten minutes leaves room for clock skew and slow handlers.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
+
+/// How long inbox history is kept by default: seven days.
+pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The two horizons of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// How long a claim stays live after its message was first received: a retry inside
+    /// it is coalesced, one after it starts over.
+    pub claims: Duration,
+    /// How long history (inbox rows, replies, deliveries) is kept; `None` keeps it forever.
+    pub inbox: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            claims: DEFAULT_RETENTION,
+            inbox: Some(DEFAULT_INBOX_RETENTION),
+        }
+    }
+}
 
 /// The key of one message in the store: the account it arrived on and its dedup key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -108,6 +149,16 @@ pub enum AnswerKind {
 }
 
 impl AnswerKind {
+    /// Every answer kind, in the order of [`AnswerKind::as_str`]'s table.
+    pub const ALL: [AnswerKind; 6] = [
+        AnswerKind::Replied,
+        AnswerKind::Success,
+        AnswerKind::Acked,
+        AnswerKind::Held,
+        AnswerKind::StillWorking,
+        AnswerKind::DeliveredDeferred,
+    ];
+
     /// The snake_case name used in metrics and the inbox.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +169,11 @@ impl AnswerKind {
             AnswerKind::StillWorking => "still_working",
             AnswerKind::DeliveredDeferred => "delivered_deferred",
         }
+    }
+
+    /// The inverse of [`AnswerKind::as_str`].
+    pub fn parse(text: &str) -> Option<AnswerKind> {
+        AnswerKind::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }
 
@@ -157,6 +213,93 @@ pub struct InboxQuery {
     pub limit: usize,
 }
 
+/// The number of entries a listing returns when the query asks for 0.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+impl InboxQuery {
+    /// The number of entries to return: `limit`, or the default for 0.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            self.limit
+        }
+    }
+}
+
+/// Counters a backend maintains as it writes, so that metrics never scan the inbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboxStats {
+    /// Messages the inbox holds.
+    pub messages: u64,
+    /// Live claims held in memory for single flight.
+    pub live_claims: u64,
+    /// Messages pruned since the store opened.
+    pub pruned: u64,
+}
+
+/// A reply owed to a follower through the customer-service API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message whose reply is owed (its completion is read from the store).
+    pub key: StoreKey,
+    /// The follower's OpenID (`touser`).
+    pub to_user: String,
+    /// When the delivery was written, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not sent yet; a worker is on it or will resume it on start.
+    Pending,
+    /// WeChat accepted the message.
+    Sent,
+    /// Nothing to send: the handler answered no reply (or `success`).
+    NothingToSend,
+    /// Given up, with the reason (a final WeChat error, an undeliverable reply type, a
+    /// failed handler, or too many transient errors).
+    Failed(String),
+}
+
+impl DeliveryState {
+    /// The state's name and reason, as stored.
+    pub fn columns(&self) -> (&'static str, Option<&str>) {
+        match self {
+            DeliveryState::Pending => ("pending", None),
+            DeliveryState::Sent => ("sent", None),
+            DeliveryState::NothingToSend => ("nothing_to_send", None),
+            DeliveryState::Failed(reason) => ("failed", Some(reason)),
+        }
+    }
+
+    /// The inverse of [`DeliveryState::columns`].
+    pub fn from_columns(state: &str, reason: Option<String>) -> DeliveryState {
+        match state {
+            "pending" => DeliveryState::Pending,
+            "sent" => DeliveryState::Sent,
+            "nothing_to_send" => DeliveryState::NothingToSend,
+            _ => DeliveryState::Failed(reason.unwrap_or_else(|| format!("state {state}"))),
+        }
+    }
+}
+
+/// Whether the backend's writes are keeping up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Everything acknowledged is durable.
+    Ok,
+    /// Some acknowledged writes are held in memory and retried until they are durable
+    /// (say, the disk is full); the reason is the last failure.
+    Degraded {
+        /// How many writes wait.
+        waiting: usize,
+        /// The last failure.
+        reason: String,
+    },
+}
+
 /// A store failure. The gateway answers such a request with HTTP 503, so that WeChat
 /// retries instead of the message being lost.
 #[derive(Debug, thiserror::Error)]
@@ -171,23 +314,33 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+    /// A write named a key that was never claimed (or whose claim expired).
+    #[error("{operation}: no claim recorded for this key on account {account}")]
+    NoClaim {
+        /// The operation that was refused.
+        operation: &'static str,
+        /// The account (the key itself names a follower, whose OpenID stays out of logs).
+        account: String,
+    },
 }
 
-/// The store every backend implements. See the module docs for the contract.
+/// Single flight: the claim, its completion, waiting for it, and each attempt's answer.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + 'static {
+pub trait Claims: Send + Sync + fmt::Debug + 'static {
     /// Claims `message.key` atomically and counts this delivery attempt.
     ///
-    /// When no live record exists (none, or one received more than `retention` before
-    /// `message.received_at_ms`), the message is recorded, durably for persistent backends,
-    /// before this returns [`Claim::First`].
+    /// When no live record exists (none, or one received more than the claims' retention
+    /// before `message.received_at_ms`), the message is recorded, durably for persistent
+    /// backends, before this returns [`Claim::First`].
     async fn claim(&self, message: &NewMessage) -> Result<Claimed, StoreError>;
 
-    /// Records the handler's result and wakes every waiter, in this process or another.
+    /// Records the handler's result and wakes every waiter. Retries are answered from it
+    /// at once; a persistent backend makes it durable in the background and keeps retrying
+    /// the write until it is (see [`Health`]).
     async fn complete(&self, key: &StoreKey, completion: &Completion) -> Result<(), StoreError>;
 
     /// Waits up to `timeout` for the completion of `key`; `None` if it is still running.
-    /// Returns at once when the key is already complete.
+    /// Returns at once when the key is already complete or was never claimed.
     async fn wait(
         &self,
         key: &StoreKey,
@@ -201,8 +354,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         answer: AnswerKind,
         attempt: u32,
     ) -> Result<(), StoreError>;
+}
 
-    /// Marks the completed reply of `key` to be delivered with the sender's next message.
+/// Replies kept for the follower's next message (`ride_retries`).
+#[async_trait]
+pub trait Deferrals: Send + Sync + fmt::Debug + 'static {
+    /// Marks the reply of `key` to be delivered with the sender's next message. A message
+    /// whose handler finished without a reply has nothing to defer.
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError>;
 
     /// Takes (at most once) the oldest deferred reply for this sender on this account.
@@ -211,16 +369,105 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         account: &str,
         from_user_name: &str,
     ) -> Result<Option<(StoreKey, Reply)>, StoreError>;
+}
 
-    /// Lists inbox entries, newest first.
+/// The history of messages.
+#[async_trait]
+pub trait Inbox: Send + Sync + fmt::Debug + 'static {
+    /// Lists inbox entries, newest first. Reflects every write acknowledged before it.
     async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError>;
+}
 
-    /// How many messages the inbox holds (for the inbox-size metric).
-    async fn count(&self) -> Result<u64, StoreError>;
+/// Durable `push` deliveries: one record per message key.
+#[async_trait]
+pub trait Outbox: Send + Sync + fmt::Debug + 'static {
+    /// Records a pending delivery; `false` when one exists for the key already (in any
+    /// state), so that a message is never owed twice.
+    async fn enqueue(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+
+    /// Every pending delivery, oldest first (resumed on start).
+    async fn pending(&self) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records the final state of a delivery.
+    async fn finish(&self, key: &StoreKey, state: &DeliveryState) -> Result<(), StoreError>;
+
+    /// The state of the delivery of `key`, if one was written.
+    async fn state(&self, key: &StoreKey) -> Result<Option<DeliveryState>, StoreError>;
+}
+
+/// One backend: every concern, plus what they share.
+#[async_trait]
+pub trait Store: Claims + Deferrals + Inbox + Outbox {
+    /// Removes history older than the inbox retention (at most about `batch` records per
+    /// call, so that each call holds the backend only briefly) and forgets expired claims.
+    /// Returns how many messages were removed; the caller repeats while that equals
+    /// `batch`.
+    async fn prune(&self, now_ms: i64, batch: usize) -> Result<usize, StoreError>;
+
+    /// The retention the store was opened with.
+    fn retention(&self) -> Retention;
+
+    /// The maintained counters (no scan).
+    fn stats(&self) -> InboxStats;
+
+    /// Whether acknowledged writes are durable (for `/readyz`).
+    fn health(&self) -> Health;
 
     /// Checks that the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Makes everything written so far durable (called on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the configured store: the one place that turns `[store]` into a backend.
+///
+/// `now_ms` (from the gateway's wall clock) is when the SQLite backend settles the claims
+/// a process that died left running. Pruning runs in [`housekeeping::spawn`].
+pub async fn open(config: &StoreConfig, now_ms: i64) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config {
+        StoreConfig::Memory { retention } => Arc::new(memory::MemoryStore::with_retention(*retention)),
+        StoreConfig::Sqlite {
+            path,
+            retention,
+            synchronous_full,
+        } => {
+            let options = sqlite::SqliteOptions {
+                retention: *retention,
+                synchronous: if *synchronous_full {
+                    sqlite::Synchronous::Full
+                } else {
+                    sqlite::Synchronous::Normal
+                },
+                ..sqlite::SqliteOptions::default()
+            };
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                sqlite::SqliteStore::open(&path, options, now_ms)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Opens the configured store's inbox for reading only, beside a gateway that may be
+/// serving from it (for `wxgate inbox`). The memory backend has nothing to read from
+/// outside its process.
+pub async fn open_read_only(config: &StoreConfig) -> Result<Arc<dyn Inbox>, StoreError> {
+    match config {
+        StoreConfig::Memory { .. } => Err(StoreError::Backend(
+            "the memory store lives inside the serving process; there is no inbox to read \
+             from outside (use the sqlite backend)"
+                .to_owned(),
+        )),
+        StoreConfig::Sqlite { path, .. } => {
+            let path = path.clone();
+            let reader = tokio::task::spawn_blocking(move || sqlite::SqliteReader::open(&path))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Ok(Arc::new(reader))
+        }
+    }
 }

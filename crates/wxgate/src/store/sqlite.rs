@@ -1,43 +1,36 @@
-//! The SQLite store: the embedded default, one file in WAL mode, written in group commits.
+//! The SQLite store: the embedded default, one file in WAL mode owned by one process.
 //!
 //! It exists so that a single gateway needs no server to be correct: claims, completions,
-//! answers and deferred replies survive a restart, and the inbox keeps every message.
+//! answers, deferred replies and push deliveries survive a restart, and the inbox keeps
+//! every message for the inbox retention.
 //!
 //! How it works:
-//! - **One writer thread** owns the only writing connection. Every write (claim, complete,
-//!   record_answer, defer_reply, take_deferred) is sent to it through a channel; it drains
-//!   whatever is queued (up to [`SqliteOptions::max_batch`]), runs it all in one
-//!   `BEGIN IMMEDIATE` transaction, commits, and only then answers each caller through a
-//!   oneshot channel. So a claim returns [`Claim::First`] only once the inbox record is
-//!   committed, and a thousand concurrent requests cost a handful of commits. A claim is
-//!   atomic because it runs on that single writer, and across processes because the
-//!   transaction holds SQLite's write lock.
-//! - **Reads** (`wait`, `list`, `count`, `ping`) use a second connection, queried in
-//!   `spawn_blocking`; WAL lets it read while the writer writes.
-//! - **Waiting** is woken at once by the writer when the completion is committed in this
-//!   process, and also polls the file every [`POLL_INTERVAL`], so that a completion written
-//!   by another process sharing the file is seen too.
-//! - **Owners and restarts.** Each open store registers itself as an *owner* row with a
-//!   heartbeat, and every claim records its owner. A claim whose owner is gone (closed, or
-//!   silent for longer than [`OWNER_LEASE`] because its process died) can never complete,
-//!   so it is completed as failed with [`INTERRUPTED`]: a later retry gets `Done` instead of
-//!   waiting forever or running the handler a second time, and the loss is on record. This
-//!   happens when a store is dropped (for its own running claims), on open, and on every
-//!   heartbeat (for owners that died). Another process that is still alive keeps its
-//!   claims.
-//! - **Finding a key** goes through a compact index on two integers derived from the key
-//!   (see `KeyText`): one that grows with time (the `MsgId`, or an event's `CreateTime`),
-//!   so that new rows land at the end of the index instead of on a random page, and a
-//!   stable hash that tells apart keys sharing it. The text columns settle any collision.
+//! - **The live claims are in memory** ([`Live`], shared with the memory backend), rebuilt
+//!   from the file at start. A claim is decided there; a first claim then appends its row
+//!   through the writer and returns [`Claim::First`] only once that row is committed. A
+//!   retry is answered from memory and costs no statement of its own.
+//! - **One writer thread** owns the only writing connection (see `writer`): inserts are
+//!   group-committed and answered after the commit; row updates (completion, answer,
+//!   attempts, deferral) are merged per row and written with the next commit, so that the
+//!   common message costs one insert and one update. An update that cannot be written is
+//!   kept and retried until it is, and [`Store::health`] reports the store degraded.
+//! - **Reads** (`list`, the outbox's state) use a second connection in `spawn_blocking`;
+//!   WAL lets it read while the writer writes.
+//! - **A checkpointer thread** copies the WAL into the database file every
+//!   [`CHECKPOINT_INTERVAL`] on a third connection, so the WAL stays small (a small disk
+//!   does not fill through it) and no checkpoint's sync ever runs inside a commit.
+//! - **One process per file.** The store holds an exclusive lock on `<file>.lock` for its
+//!   life; a second gateway on the same file is refused at open (several instances share
+//!   the Redis backend instead). So at open every claim still running in the file belongs
+//!   to a process that is gone: it is completed as failed with [`INTERRUPTED`], and a later
+//!   retry gets `Done` instead of waiting forever or running the handler a second time. The
+//!   same happens to this store's own running claims when it closes. `wxgate inbox` reads
+//!   the file through [`SqliteReader`], read-only, beside a running gateway.
 //!
 //! What it must not do: block a tokio worker on SQLite I/O (writes go to the writer
 //! thread, reads to `spawn_blocking`; only [`SqliteStore::open`] and dropping the store
 //! block, once each), do schema work per request, or panic: every SQLite failure becomes
 //! [`StoreError::Backend`] and an undecodable record [`StoreError::Corrupt`].
-//!
-//! The code is in three parts: this file (the store's face: opening, reads, waiting),
-//! `writer` (the writer thread and its group commit) and `schema` (the file's layout and
-//! every statement).
 //!
 //! Durability: with [`Synchronous::Normal`] (the default) a commit survives the process
 //! dying but the last commits may be lost if the machine loses power; with
@@ -46,25 +39,30 @@
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
 use std::fmt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{oneshot, Notify};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::oneshot;
 use wechat_proto::{DedupKey, Reply};
 
 use self::schema::{
-    create_schema, open_connection, LIST_COLUMNS, SQL_COMPLETION_BY_ID, SQL_FIND_LATEST,
+    create_schema, open_connection, LIST_COLUMNS, SQL_DEFERRED_ROWS, SQL_INTERRUPT_RUNNING,
+    SQL_LIVE_ROWS, SQL_NEWEST, SQL_OUTBOX_PENDING, SQL_OUTBOX_STATE,
 };
-use self::writer::{ClaimOutcome, ClaimRow, Op, Responder};
+use self::writer::{InsertRow, Op, Responder, RowUpdate};
+use super::live::{lock, Decision, Deferral, Live, RecordId};
+use super::memory::duration_ms;
 use super::{
-    AnswerKind, Claim, Claimed, Completion, InboxEntry, InboxQuery, NewMessage, Store, StoreError,
+    AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
+    Inbox, InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
     StoreKey,
 };
 
@@ -72,15 +70,11 @@ use super::{
 /// (or the whole process) that ran it went away first.
 pub const INTERRUPTED: &str = "interrupted: the gateway restarted before the handler finished";
 
-/// How often `wait` looks at the file for a completion written by another process.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the checkpointer copies the WAL into the database file.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How long an owner may stay silent before its running claims are declared interrupted.
-/// It is several heartbeats, so that a slow commit never costs a live process its claims.
-pub const OWNER_LEASE: Duration = Duration::from_secs(5);
-
-/// The number of entries `list` returns when the query asks for 0.
-const DEFAULT_LIST_LIMIT: usize = 100;
+/// The size the WAL file is cut back to after a checkpoint reset it, in bytes.
+const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// When a commit counts as durable. See the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,8 +89,8 @@ pub enum Synchronous {
 /// How to open a [`SqliteStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqliteOptions {
-    /// How long a claim stays live after its message was first received.
-    pub retention: Duration,
+    /// How long claims stay live and history is kept.
+    pub retention: Retention,
     /// When a commit counts as durable.
     pub synchronous: Synchronous,
     /// The most writes committed in one transaction. More spreads each commit over more
@@ -107,27 +101,65 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> SqliteOptions {
         SqliteOptions {
-            retention: super::DEFAULT_RETENTION,
+            retention: Retention::default(),
             synchronous: Synchronous::Normal,
             max_batch: 256,
         }
     }
 }
 
-/// A [`Store`] in one SQLite file. See the module docs.
+/// A store in one SQLite file. See the module docs.
 pub struct SqliteStore {
-    /// The database file, for `Debug`.
+    /// The database file, for `Debug` and errors.
     path: PathBuf,
+    retention: Retention,
+    live: Arc<Live>,
+    /// The id of the next inbox row.
+    next_id: AtomicI64,
+    /// Counters and health, kept by the writer.
+    shared: Arc<Shared>,
     /// The queue to the writer thread. Taken (closed) on drop so that the writer finishes
     /// what is queued and stops.
     ops: Option<Sender<Op>>,
     /// The writer thread, joined on drop so that a store reopened at once finds this
-    /// owner's running claims settled.
+    /// store's running claims settled.
     writer: Option<JoinHandle<()>>,
+    /// The checkpointer thread and the channel that stops it.
+    checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
     /// The connection for reads, used one query at a time in `spawn_blocking`.
     reader: Arc<Mutex<Connection>>,
-    /// In-process wake-ups for `wait`, signalled by the writer after each commit.
-    waiters: Arc<Waiters>,
+    /// The lock that makes this process the file's only writer; released on drop.
+    _owner: File,
+}
+
+/// What the writer keeps up to date for the store's readers.
+#[derive(Debug, Default)]
+struct Shared {
+    messages: AtomicU64,
+    pruned: AtomicU64,
+    /// How many row updates wait to become durable, and the last failure.
+    degraded: Mutex<Option<(usize, String)>>,
+}
+
+impl Shared {
+    fn inserted(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn pruned(&self, removed: usize) {
+        let removed = removed as u64;
+        self.pruned.fetch_add(removed, Ordering::Relaxed);
+        // Saturating: a row pruned before its insert was counted cannot go below zero.
+        let _ = self
+            .messages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |messages| {
+                Some(messages.saturating_sub(removed))
+            });
+    }
+
+    fn set_degraded(&self, degraded: Option<(usize, String)>) {
+        *lock(&self.degraded) = degraded;
+    }
 }
 
 /// A store key as the columns hold it.
@@ -141,34 +173,15 @@ struct KeyText {
     dedup: String,
 }
 
-/// The wake-ups of `wait`, by inbox row id.
-#[derive(Debug, Default)]
-struct Waiters {
-    slots: Mutex<HashMap<i64, WaiterSlot>>,
-}
-
-#[derive(Debug)]
-struct WaiterSlot {
-    notify: Arc<Notify>,
-    /// How many `wait` calls hold this slot; the last one to leave removes it.
-    waiting: usize,
-}
-
-/// One `wait` call's interest in a row. Dropping it, also when the call is cancelled,
-/// releases the slot.
-struct Registration<'a> {
-    waiters: &'a Waiters,
-    row: i64,
-    notify: Arc<Notify>,
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the store in the file at `path`.
     ///
-    /// This blocks while it sets the file up, registers this store as an owner and
-    /// settles the running claims of owners that died; call it at start-up or from
-    /// `spawn_blocking`.
-    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    /// This blocks while it takes the file's lock, sets the file up, settles the claims a
+    /// process that died left running, and rebuilds the live claims; call it at start-up
+    /// or from `spawn_blocking`. `now_ms` is not used to decide expiry (which follows the
+    /// newest arrival in the file) and is kept for the log of the settlement.
+    pub fn open(path: &Path, options: SqliteOptions, now_ms: i64) -> Result<SqliteStore, StoreError> {
+        let owner = take_lock(path)?;
         let conn = open_connection(path)?;
         let journal_mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -184,30 +197,67 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(backend)?;
+        // The checkpointer thread checkpoints; the writer never does it inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(backend)?;
         create_schema(&conn)?;
 
-        conn.execute(
-            "INSERT INTO owners (pid, heartbeat_ms) VALUES (?1, ?2)",
-            params![std::process::id(), unix_ms_now()],
-        )
-        .map_err(backend)?;
-        let owner = conn.last_insert_rowid();
+        let interrupted_json = serde_json::to_string(&Completion {
+            reply: None,
+            error: Some(INTERRUPTED.to_owned()),
+            handler_ms: 0,
+        })
+        .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let settled = conn
+            .execute(SQL_INTERRUPT_RUNNING, [&interrupted_json])
+            .map_err(backend)?;
+        if settled > 0 {
+            tracing::warn!(
+                settled,
+                now_ms,
+                "recorded as interrupted the running claims of a gateway that stopped"
+            );
+        }
 
-        let waiters = Arc::new(Waiters::default());
+        let live = Arc::new(Live::new(options.retention.claims));
+        let (newest_ms, max_id) = conn
+            .query_row(SQL_NEWEST, [], |row| {
+                Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(backend)?;
+        if let Some(newest_ms) = newest_ms {
+            restore_live(&conn, &live, newest_ms - duration_ms(options.retention.claims))?;
+        }
+        let messages: i64 = conn
+            .query_row("SELECT count(*) FROM inbox", [], |row| row.get(0))
+            .map_err(backend)?;
+        let shared = Arc::new(Shared {
+            messages: AtomicU64::new(u64::try_from(messages).unwrap_or(0)),
+            ..Shared::default()
+        });
+
         let (ops, writer) = writer::spawn(
             conn,
-            owner,
-            options.retention,
+            Arc::clone(&live),
+            Arc::clone(&shared),
             options.max_batch,
-            Arc::clone(&waiters),
+            interrupted_json,
         )?;
         let reader = open_connection(path)?;
+        let checkpointer = spawn_checkpointer(path)?;
         Ok(SqliteStore {
             path: path.to_owned(),
+            retention: options.retention,
+            live,
+            next_id: AtomicI64::new(max_id.unwrap_or(0) + 1),
+            shared,
             ops: Some(ops),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
             reader: Arc::new(Mutex::new(reader)),
-            waiters,
+            _owner: owner,
         })
     }
 
@@ -216,13 +266,34 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Sets the largest size the file may grow to, in pages of 4 KiB (SQLite's
+    /// `max_page_count`). Past it, writes fail as on a full disk, and raising it again is
+    /// like making room; the failure tests use it to fill the store for real.
+    pub async fn set_max_pages(&self, pages: u64) -> Result<(), StoreError> {
+        self.write(|respond| Op::MaxPages { pages, respond }).await
+    }
+
     /// Queues one write and waits until the batch holding it is committed.
     async fn write<T>(&self, op: impl FnOnce(Responder<T>) -> Op) -> Result<T, StoreError> {
         let (respond, response) = oneshot::channel();
-        let ops = self.ops.as_ref().ok_or(StoreError::Closed)?;
-        ops.send(op(respond)).map_err(|_| StoreError::Closed)?;
+        self.send(op(respond))?;
         // A writer that stopped without answering has gone away with the store.
         response.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a row update; it is written with the next commit and never answered.
+    fn update(&self, update: RowUpdate) -> Result<(), StoreError> {
+        self.send(Op::Update(update))
+    }
+
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let ops = self.ops.as_ref().ok_or(StoreError::Closed)?;
+        ops.send(op).map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until every write queued before it is committed.
+    async fn barrier(&self) -> Result<(), StoreError> {
+        self.write(|respond| Op::Barrier { respond }).await
     }
 
     /// Runs one read on the read connection, off the async workers.
@@ -231,10 +302,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || query(&lock(&reader)))
-            .await
-            .map_err(|error| StoreError::Backend(format!("a sqlite read task failed: {error}")))?
+        read_on(&self.reader, query).await
     }
 }
 
@@ -249,64 +317,77 @@ impl fmt::Debug for SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Closing the queue lets the writer commit what is queued, settle this owner's
-        // running claims, and stop.
+        // Closing the queue lets the writer commit what is queued, settle the running
+        // claims, and stop.
         drop(self.ops.take());
         if let Some(writer) = self.writer.take() {
             if writer.join().is_err() {
                 tracing::error!(path = %self.path.display(), "the sqlite writer thread panicked");
             }
         }
+        if let Some((stop, checkpointer)) = self.checkpointer.take() {
+            drop(stop);
+            if checkpointer.join().is_err() {
+                tracing::error!(path = %self.path.display(), "the sqlite checkpointer panicked");
+            }
+        }
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Claims for SqliteStore {
     async fn claim(&self, message: &NewMessage) -> Result<Claimed, StoreError> {
-        let row = ClaimRow {
-            key: KeyText::new(&message.key),
-            from_user_name: message.from_user_name.clone(),
-            kind: message.kind.clone(),
-            inbound_json: message.inbound_json.clone(),
-            received_at_ms: message.received_at_ms,
-        };
-        let outcome = self
-            .write(|respond| Op::Claim {
-                message: row,
-                respond,
-            })
-            .await?;
-        Ok(match outcome {
-            ClaimOutcome::First => Claimed {
-                claim: Claim::First,
-                attempt: 1,
-            },
-            ClaimOutcome::InFlight { attempt } => Claimed {
-                claim: Claim::InFlight,
-                attempt,
-            },
-            ClaimOutcome::Done {
-                attempt,
-                completion_json,
-            } => Claimed {
-                claim: Claim::Done(decode_completion(&completion_json)?),
-                attempt,
-            },
-        })
+        loop {
+            let decision = self.live.claim(message, false, || {
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            });
+            match decision {
+                Decision::First { record } => {
+                    let row = InsertRow {
+                        key: message.key.clone(),
+                        record,
+                        text: KeyText::new(&message.key),
+                        from_user_name: message.from_user_name.clone(),
+                        kind: message.kind.clone(),
+                        inbound_json: message.inbound_json.clone(),
+                    };
+                    // The writer marks the claim durable (or abandons it) itself, so this
+                    // await may be cancelled without leaving the claim half made.
+                    let (respond, response) = oneshot::channel();
+                    if let Err(error) = self.send(Op::Insert { row, respond }) {
+                        self.live.abandon(&message.key, record);
+                        return Err(error);
+                    }
+                    response.await.map_err(|_| StoreError::Closed)??;
+                    return Ok(Claimed {
+                        claim: Claim::First,
+                        attempt: 1,
+                    });
+                }
+                Decision::NotYetDurable => self.barrier().await?,
+                Decision::Existing { record, claimed } => {
+                    self.update(RowUpdate {
+                        id: record.id,
+                        attempts: Some(claimed.attempt),
+                        ..RowUpdate::default()
+                    })?;
+                    return Ok(claimed);
+                }
+            }
+        }
     }
 
     async fn complete(&self, key: &StoreKey, completion: &Completion) -> Result<(), StoreError> {
         let completion_json = serde_json::to_string(completion)
             .map_err(|error| StoreError::Backend(format!("cannot encode a completion: {error}")))?;
-        let key = KeyText::new(key);
-        let has_reply = completion.reply.is_some();
-        self.write(|respond| Op::Complete {
-            key,
-            completion_json,
-            has_reply,
-            respond,
+        let (record, deferred) = self.live.complete(key, completion)?;
+        self.update(RowUpdate {
+            id: record.id,
+            completion_json: Some(completion_json),
+            // Also clears a deferral marked before a handler that ended without a reply.
+            deferred: Some(deferred),
+            ..RowUpdate::default()
         })
-        .await
     }
 
     async fn wait(
@@ -314,51 +395,7 @@ impl Store for SqliteStore {
         key: &StoreKey,
         timeout: Duration,
     ) -> Result<Option<Completion>, StoreError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let key = KeyText::new(key);
-        let latest = self
-            .read(move |conn| find_latest(conn, &key).map_err(backend))
-            .await?
-            .map(|latest| (latest.id, latest.completion_json));
-        let row = match latest {
-            // Nothing was claimed under this key, so nothing will complete it.
-            None => return Ok(None),
-            Some((_, Some(completion_json))) => {
-                return decode_completion(&completion_json).map(Some)
-            }
-            Some((row, None)) => row,
-        };
-        let registration = self.waiters.register(row);
-        loop {
-            let notified = registration.notify.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so that a commit between the look and the sleep
-            // still wakes us.
-            notified.as_mut().enable();
-            let completion_json = self
-                .read(move |conn| {
-                    conn.prepare_cached(SQL_COMPLETION_BY_ID)
-                        .and_then(|mut statement| {
-                            statement
-                                .query_row([row], |row| row.get::<_, Option<String>>(0))
-                                .optional()
-                        })
-                        .map_err(backend)
-                })
-                .await?;
-            if let Some(Some(completion_json)) = completion_json {
-                return decode_completion(&completion_json).map(Some);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let next_poll = (now + POLL_INTERVAL).min(deadline);
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep_until(next_poll) => {}
-            }
-        }
+        Ok(self.live.wait(key, timeout).await)
     }
 
     async fn record_answer(
@@ -367,19 +404,28 @@ impl Store for SqliteStore {
         answer: AnswerKind,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        let key = KeyText::new(key);
-        self.write(|respond| Op::RecordAnswer {
-            key,
-            answer,
-            attempt,
-            respond,
+        let record = self.live.record(key, "record_answer")?;
+        self.update(RowUpdate {
+            id: record.id,
+            answer: Some((answer, attempt)),
+            ..RowUpdate::default()
         })
-        .await
     }
+}
 
+#[async_trait]
+impl Deferrals for SqliteStore {
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError> {
-        let key = KeyText::new(key);
-        self.write(|respond| Op::Defer { key, respond }).await
+        match self.live.defer(key)? {
+            Deferral::Deferred(record) | Deferral::WhenComplete(record) => {
+                self.update(RowUpdate {
+                    id: record.id,
+                    deferred: Some(true),
+                    ..RowUpdate::default()
+                })
+            }
+            Deferral::NothingToDefer => Ok(()),
+        }
     }
 
     async fn take_deferred(
@@ -387,112 +433,221 @@ impl Store for SqliteStore {
         account: &str,
         from_user_name: &str,
     ) -> Result<Option<(StoreKey, Reply)>, StoreError> {
-        let taken = self
-            .write(|respond| Op::TakeDeferred {
-                account: account.to_owned(),
-                from_user_name: from_user_name.to_owned(),
-                respond,
-            })
-            .await?;
-        let Some((dedup_key, completion_json)) = taken else {
+        let Some((record, key, reply)) = self.live.take_deferred(account, from_user_name) else {
             return Ok(None);
         };
-        let dedup = dedup_key.parse::<DedupKey>().map_err(|error| {
-            StoreError::Corrupt(format!("a deferred message's dedup key: {error}"))
+        self.update(RowUpdate {
+            id: record.id,
+            deferred: Some(false),
+            ..RowUpdate::default()
         })?;
-        let reply = decode_completion(&completion_json)?
-            .reply
-            .ok_or_else(|| StoreError::Corrupt("a deferred message has no reply".to_owned()))?;
-        let key = StoreKey {
-            account: account.to_owned(),
-            dedup,
-        };
         Ok(Some((key, reply)))
     }
+}
 
+#[async_trait]
+impl Inbox for SqliteStore {
     async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        // Row updates are written behind the live state; wait for those queued so far, so
+        // that the listing shows every write acknowledged before it. When writes fail the
+        // listing still shows what is durable.
+        if let Err(error) = self.barrier().await {
+            tracing::debug!(%error, "listing the inbox while writes fail");
+        }
         let query = query.clone();
         self.read(move |conn| list_entries(conn, &query)).await
     }
+}
 
-    async fn count(&self) -> Result<u64, StoreError> {
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn enqueue(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let account = delivery.key.account.clone();
+        let dedup = delivery.key.dedup.to_string();
+        let to_user = delivery.to_user.clone();
+        let created_at_ms = delivery.created_at_ms;
+        self.write(|respond| Op::Enqueue {
+            account,
+            dedup,
+            to_user,
+            created_at_ms,
+            respond,
+        })
+        .await
+    }
+
+    async fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
+        let rows = self
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(SQL_OUTBOX_PENDING).map_err(backend)?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(account, dedup, to_user, created_at_ms)| {
+                Ok(Delivery {
+                    key: StoreKey {
+                        account,
+                        dedup: parse_dedup(&dedup)?,
+                    },
+                    to_user,
+                    created_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish(&self, key: &StoreKey, state: &DeliveryState) -> Result<(), StoreError> {
+        let account = key.account.clone();
+        let dedup = key.dedup.to_string();
+        let (state, reason) = state.columns();
+        let reason = reason.map(str::to_owned);
+        // The time a delivery finished is for reading only; pruning follows its creation.
+        let finished_at_ms = crate::clock::WallClock::now_ms(&crate::clock::SystemClock);
+        self.write(|respond| Op::Finish {
+            account,
+            dedup,
+            state,
+            reason,
+            finished_at_ms,
+            respond,
+        })
+        .await
+    }
+
+    async fn state(&self, key: &StoreKey) -> Result<Option<DeliveryState>, StoreError> {
+        let account = key.account.clone();
+        let dedup = key.dedup.to_string();
+        let row = self
+            .read(move |conn| {
+                conn.prepare_cached(SQL_OUTBOX_STATE)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(params![account, dedup], |row| {
+                                Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+                            })
+                            .optional()
+                    })
+                    .map_err(backend)
+            })
+            .await?;
+        Ok(row.map(|(state, reason)| DeliveryState::from_columns(&state, reason)))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn prune(&self, now_ms: i64, batch: usize) -> Result<usize, StoreError> {
+        let history_horizon = self
+            .retention
+            .inbox
+            .map(|inbox| now_ms.saturating_sub(duration_ms(inbox)));
+        self.live.sweep(
+            now_ms.saturating_sub(duration_ms(self.retention.claims)),
+            history_horizon,
+            batch,
+        );
+        let Some(before_ms) = history_horizon else {
+            return Ok(0);
+        };
+        self.write(|respond| Op::Prune {
+            before_ms,
+            batch,
+            respond,
+        })
+        .await
+    }
+
+    fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    fn stats(&self) -> InboxStats {
+        InboxStats {
+            messages: self.shared.messages.load(Ordering::Relaxed),
+            live_claims: self.live.len(),
+            pruned: self.shared.pruned.load(Ordering::Relaxed),
+        }
+    }
+
+    fn health(&self) -> Health {
+        match &*lock(&self.shared.degraded) {
+            None => Health::Ok,
+            Some((waiting, reason)) => Health::Degraded {
+                waiting: *waiting,
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Ready means the writer can commit and the reader can read the file.
+        self.barrier().await?;
         self.read(|conn| {
-            conn.prepare_cached("SELECT count(*) FROM inbox")
-                .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
-                .map(|count| u64::try_from(count).unwrap_or(0))
+            conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(backend)
         })
         .await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        // Ready means the writer can take the write lock and the reader can read the file.
-        self.write(|respond| Op::Barrier {
-            checkpoint: false,
-            respond,
-        })
-        .await?;
-        self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM owners", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(drop)
-            .map_err(backend)
-        })
-        .await
-    }
-
     async fn flush(&self) -> Result<(), StoreError> {
-        self.write(|respond| Op::Barrier {
-            checkpoint: true,
-            respond,
+        self.barrier().await
+    }
+}
+
+/// The inbox of a SQLite file, read-only: for `wxgate inbox`, safe beside a running
+/// gateway (WAL lets it read while the gateway writes; it takes no lock and writes
+/// nothing).
+pub struct SqliteReader {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteReader {
+    /// Opens the file at `path` for reading; it must exist.
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Backend(format!(
+                "no store file at {} (has the gateway run with this config?)",
+                path.display()
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|error| {
+            StoreError::Backend(format!("cannot open {}: {error}", path.display()))
+        })?;
+        conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(backend)?;
+        Ok(SqliteReader {
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(conn)),
         })
-        .await
     }
 }
 
-impl Waiters {
-    /// Registers interest in the completion of `row`.
-    fn register(&self, row: i64) -> Registration<'_> {
-        let mut slots = lock(&self.slots);
-        let slot = slots.entry(row).or_insert_with(|| WaiterSlot {
-            notify: Arc::new(Notify::new()),
-            waiting: 0,
-        });
-        slot.waiting += 1;
-        Registration {
-            waiters: self,
-            row,
-            notify: Arc::clone(&slot.notify),
-        }
-    }
-
-    /// Wakes every waiter of these rows.
-    fn wake(&self, rows: &[i64]) {
-        if rows.is_empty() {
-            return;
-        }
-        let slots = lock(&self.slots);
-        if slots.is_empty() {
-            return;
-        }
-        for row in rows {
-            if let Some(slot) = slots.get(row) {
-                slot.notify.notify_waiters();
-            }
-        }
+impl fmt::Debug for SqliteReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        let mut slots = lock(&self.waiters.slots);
-        if let Some(slot) = slots.get_mut(&self.row) {
-            slot.waiting -= 1;
-            if slot.waiting == 0 {
-                slots.remove(&self.row);
-            }
-        }
+#[async_trait]
+impl Inbox for SqliteReader {
+    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        let query = query.clone();
+        read_on(&self.conn, move |conn| list_entries(conn, &query)).await
     }
 }
 
@@ -518,6 +673,117 @@ impl KeyText {
     }
 }
 
+/// Takes the exclusive lock that makes this process the file's only writer.
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| {
+            StoreError::Backend(format!("cannot open {}: {error}", lock_path.display()))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "{} is in use by another wxgate process (one gateway per SQLite file; several \
+             instances share the redis backend)",
+            path.display()
+        ))),
+        Err(TryLockError::Error(error)) => Err(StoreError::Backend(format!(
+            "cannot lock {}: {error}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// Rebuilds the live claims (those that arrived at or after `oldest_ms`) and the deferred
+/// replies from the file.
+fn restore_live(conn: &Connection, live: &Live, oldest_ms: i64) -> Result<(), StoreError> {
+    let mut statement = conn.prepare(SQL_LIVE_ROWS).map_err(backend)?;
+    let mut rows = statement.query([oldest_ms]).map_err(backend)?;
+    while let Some(row) = rows.next().map_err(backend)? {
+        let record = RecordId {
+            id: row.get(0).map_err(backend)?,
+            received_at_ms: row.get(3).map_err(backend)?,
+        };
+        let key = StoreKey {
+            account: row.get(1).map_err(backend)?,
+            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
+        };
+        let attempts: i64 = row.get(4).map_err(backend)?;
+        let completion = row
+            .get::<_, Option<String>>(5)
+            .map_err(backend)?
+            .as_deref()
+            .map(decode_completion)
+            .transpose()?;
+        live.restore(
+            key,
+            record,
+            u32::try_from(attempts).unwrap_or(u32::MAX),
+            completion,
+        );
+    }
+    let mut statement = conn.prepare(SQL_DEFERRED_ROWS).map_err(backend)?;
+    let mut rows = statement.query([]).map_err(backend)?;
+    while let Some(row) = rows.next().map_err(backend)? {
+        let record = RecordId {
+            id: row.get(0).map_err(backend)?,
+            received_at_ms: row.get(3).map_err(backend)?,
+        };
+        let key = StoreKey {
+            account: row.get(1).map_err(backend)?,
+            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
+        };
+        let completion = decode_completion(&row.get::<_, String>(4).map_err(backend)?)?;
+        if let Some(reply) = completion.reply {
+            live.restore_deferred(&key, record, reply);
+        }
+    }
+    Ok(())
+}
+
+/// Starts the checkpointer: every [`CHECKPOINT_INTERVAL`] a passive checkpoint on its own
+/// connection, which copies the WAL into the database file without waiting for (or
+/// holding up) the writer. Dropping the returned sender stops it.
+fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), StoreError> {
+    let conn = open_connection(path)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("wxgate-sqlite-checkpointer".to_owned())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                if let Err(error) =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(%error, "sqlite checkpoint failed");
+                }
+            }
+        })
+        .map_err(|error| {
+            StoreError::Backend(format!("cannot start the sqlite checkpointer: {error}"))
+        })?;
+    Ok((stop, thread))
+}
+
+/// Runs one read on `conn`, off the async workers.
+async fn read_on<T, F>(conn: &Arc<Mutex<Connection>>, query: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || query(&lock(&conn)))
+        .await
+        .map_err(|error| StoreError::Backend(format!("a sqlite read task failed: {error}")))?
+}
+
 /// 64-bit FNV-1a of the account, a separator no text contains, and the dedup key. It is
 /// written here rather than taken from `std`, whose hashers may change between releases,
 /// because the values live in the file.
@@ -531,37 +797,9 @@ fn key_hash(account: &str, dedup: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// The latest row of a key: the live claim, unless it expired.
-struct LatestRow {
-    id: i64,
-    received_at_ms: i64,
-    attempts: i64,
-    /// `None` while the handler runs.
-    completion_json: Option<String>,
-}
-
-/// Finds the latest row of `key`, on either connection.
-fn find_latest(conn: &Connection, key: &KeyText) -> rusqlite::Result<Option<LatestRow>> {
-    conn.prepare_cached(SQL_FIND_LATEST)?
-        .query_row(key.params(), |row| {
-            Ok(LatestRow {
-                id: row.get(0)?,
-                received_at_ms: row.get(1)?,
-                attempts: row.get(2)?,
-                completion_json: row.get(3)?,
-            })
-        })
-        .optional()
-}
-
 /// Reads the inbox entries `query` asks for, newest first.
 fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-    let limit = if query.limit == 0 {
-        DEFAULT_LIST_LIMIT
-    } else {
-        query.limit
-    };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
     // One fixed statement per combination of filters, so that each can use its index.
     let filter = match (&query.account, query.since_ms) {
         (None, None) => "",
@@ -589,7 +827,8 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<InboxEntry, StoreError> {
     let answer_attempt: Option<i64> = row.get(9).map_err(backend)?;
     let last_answer = match (answer_kind, answer_attempt) {
         (Some(kind), Some(attempt)) => Some((
-            answer_kind_from_str(&kind)?,
+            AnswerKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown answer kind {kind:?}")))?,
             u32::try_from(attempt).unwrap_or(u32::MAX),
         )),
         _ => None,
@@ -612,17 +851,9 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<InboxEntry, StoreError> {
     })
 }
 
-/// The inverse of [`AnswerKind::as_str`].
-fn answer_kind_from_str(text: &str) -> Result<AnswerKind, StoreError> {
-    Ok(match text {
-        "replied" => AnswerKind::Replied,
-        "success" => AnswerKind::Success,
-        "acked" => AnswerKind::Acked,
-        "held" => AnswerKind::Held,
-        "still_working" => AnswerKind::StillWorking,
-        "delivered_deferred" => AnswerKind::DeliveredDeferred,
-        _ => return Err(StoreError::Corrupt(format!("unknown answer kind {text:?}"))),
-    })
+fn parse_dedup(text: &str) -> Result<DedupKey, StoreError> {
+    text.parse()
+        .map_err(|error| StoreError::Corrupt(format!("a stored dedup key: {error}")))
 }
 
 fn decode_completion(json: &str) -> Result<Completion, StoreError> {
@@ -632,29 +863,4 @@ fn decode_completion(json: &str) -> Result<Completion, StoreError> {
 
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
-}
-
-/// The error for an operation on a key that was never claimed. The key itself names the
-/// follower, whose OpenID must not reach the logs, so only the account is told.
-fn no_claim(operation: &str, account: &str) -> StoreError {
-    StoreError::Backend(format!(
-        "{operation}: no claim recorded for this key on account {account}"
-    ))
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked: the connection
-/// (SQLite rolls back an unfinished statement) and the waiter map (updated in single steps).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn duration_to_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The wall clock, for owner heartbeats only (never for the expiry of claims).
-fn unix_ms_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_to_ms)
 }

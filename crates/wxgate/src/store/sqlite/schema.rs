@@ -21,13 +21,16 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const CACHE_KIB: i64 = 16 * 1024;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
-/// The schema. `inbox` keeps every message ever claimed: a key that expired and arrived
-/// again gets a new row, so the latest row of a key is the one with the highest `id`.
-/// `key_order` and `key_hash` are derived from `account` and `dedup_key` (see `KeyText` in
-/// the parent module); changing how they are computed needs a new schema version.
-pub(super) const SCHEMA: &str = "
+/// The schema. `inbox` keeps every message inside the inbox retention: a key that expired
+/// and arrived again gets a new row, so history is never overwritten. Row ids are
+/// allocated by the store (in arrival order), so that a completion can name its row before
+/// the row's insert has committed. `key_order` and `key_hash` are derived from `account`
+/// and `dedup_key` (see `KeyText` in the parent module); changing how they are computed
+/// needs a new schema version. `owner` is unused since version 2 (one process owns the
+/// file, see the parent module) and stays for older files.
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS inbox (
     id              INTEGER PRIMARY KEY,
     key_order       INTEGER NOT NULL,
@@ -58,72 +61,85 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 ";
 
-/// Selects the latest row of a key; `?1`..`?4` are the key's order, hash, account and text.
-macro_rules! latest_of_key {
-    () => {
-        "FROM inbox
-          WHERE key_order = ?1 AND key_hash = ?2 AND account = ?3 AND dedup_key = ?4
-          ORDER BY id DESC LIMIT 1"
-    };
-}
-
-/// The latest row of a key, in the columns of `LatestRow` (see `writer`). No statement on
-/// the hot path uses `RETURNING`, which makes SQLite build a temporary table per call.
-pub(super) const SQL_FIND_LATEST: &str = concat!(
-    "SELECT id, received_at_ms, attempts, completion_json ",
-    latest_of_key!()
+/// Version 2: the push outbox joins the versioned schema (older gateways created the same
+/// table on their own connection), with an index for pruning; the owner table goes (the
+/// file is owned by one process, through its lock file).
+pub(super) const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS push_outbox (
+    account        TEXT NOT NULL,
+    dedup_key      TEXT NOT NULL,
+    to_user        TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    state          TEXT NOT NULL DEFAULT 'pending',
+    reason         TEXT,
+    finished_at_ms INTEGER,
+    PRIMARY KEY (account, dedup_key)
 );
+CREATE INDEX IF NOT EXISTS push_outbox_by_created ON push_outbox (created_at_ms);
+DROP TABLE IF EXISTS owners;
+";
 
-/// Counts a retry of a live claim.
-pub(super) const SQL_COUNT_RETRY: &str = "UPDATE inbox SET attempts = attempts + 1 WHERE id = ?1";
-
-pub(super) const SQL_CLAIM_FIRST: &str = "
-INSERT INTO inbox (key_order, key_hash, account, dedup_key, from_user_name, kind,
+/// Inserts the row of a first claim, with the id the store allocated.
+pub(super) const SQL_INSERT: &str = "
+INSERT INTO inbox (id, key_order, key_hash, account, dedup_key, from_user_name, kind,
                    inbound_json, received_at_ms, attempts, owner)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)";
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 0)";
 
-/// Stores a completion; a message whose handler gave no reply has nothing to defer.
-pub(super) const SQL_COMPLETE: &str =
-    "UPDATE inbox SET completion_json = ?2, deferred = deferred AND ?3 WHERE id = ?1";
+/// Applies the merged changes to one row; a `NULL` parameter leaves its column as it is.
+pub(super) const SQL_UPDATE: &str = "
+UPDATE inbox SET
+    attempts        = max(attempts, coalesce(?2, attempts)),
+    completion_json = coalesce(?3, completion_json),
+    answer_kind     = coalesce(?4, answer_kind),
+    answer_attempt  = coalesce(?5, answer_attempt),
+    deferred        = coalesce(?6, deferred)
+ WHERE id = ?1";
 
-pub(super) const SQL_RECORD_ANSWER: &str = concat!(
-    "UPDATE inbox SET answer_kind = ?5, answer_attempt = ?6 WHERE id = (SELECT id ",
-    latest_of_key!(),
-    ")"
-);
+/// Settles every running claim of the file as interrupted: at open (the process that ran
+/// them is gone, since this one holds the lock) and at close (their tasks can no longer
+/// report).
+pub(super) const SQL_INTERRUPT_RUNNING: &str = "
+UPDATE inbox SET completion_json = ?1, deferred = 0 WHERE completion_json IS NULL";
 
-pub(super) const SQL_COMPLETION_BY_ID: &str = "SELECT completion_json FROM inbox WHERE id = ?1";
+/// The newest arrival in the file, from which the live claims are rebuilt.
+pub(super) const SQL_NEWEST: &str = "SELECT max(received_at_ms), max(id) FROM inbox";
 
-pub(super) const SQL_DEFER: &str = "UPDATE inbox SET deferred = 1 WHERE id = ?1";
+/// The rows whose claims may still be live (`?1` is the oldest arrival that can be).
+pub(super) const SQL_LIVE_ROWS: &str = "
+SELECT id, account, dedup_key, received_at_ms, attempts, completion_json FROM inbox
+ WHERE received_at_ms >= ?1 ORDER BY received_at_ms, id";
 
-pub(super) const SQL_OLDEST_DEFERRED: &str = "
-SELECT id, dedup_key, completion_json FROM inbox
- WHERE account = ?1 AND from_user_name = ?2 AND deferred = 1 AND completion_json IS NOT NULL
- ORDER BY received_at_ms, id LIMIT 1";
+/// The deferred replies waiting for a follower's next message.
+pub(super) const SQL_DEFERRED_ROWS: &str = "
+SELECT id, account, dedup_key, received_at_ms, completion_json FROM inbox
+ WHERE deferred = 1 AND completion_json IS NOT NULL";
 
-pub(super) const SQL_TAKE_DEFERRED: &str = "UPDATE inbox SET deferred = 0 WHERE id = ?1";
+/// Removes up to `?2` inbox rows that arrived before `?1`, oldest first.
+pub(super) const SQL_PRUNE_INBOX: &str = "
+DELETE FROM inbox WHERE id IN
+    (SELECT id FROM inbox WHERE received_at_ms < ?1 ORDER BY received_at_ms LIMIT ?2)";
 
-pub(super) const SQL_HEARTBEAT: &str = "
-INSERT INTO owners (id, pid, heartbeat_ms) VALUES (?1, ?2, ?3)
-ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms";
+/// Removes up to `?2` deliveries written before `?1`.
+pub(super) const SQL_PRUNE_OUTBOX: &str = "
+DELETE FROM push_outbox WHERE rowid IN
+    (SELECT rowid FROM push_outbox WHERE created_at_ms < ?1 ORDER BY created_at_ms LIMIT ?2)";
 
-/// Completes the running claims of every owner that is not alive (`?2` is the oldest
-/// heartbeat that still counts).
-pub(super) const SQL_INTERRUPT_ORPHANS: &str = "
-UPDATE inbox SET completion_json = ?1, deferred = 0
- WHERE completion_json IS NULL
-   AND owner NOT IN (SELECT id FROM owners WHERE heartbeat_ms >= ?2)
-RETURNING id";
+pub(super) const SQL_OUTBOX_ENQUEUE: &str = "
+INSERT OR IGNORE INTO push_outbox (account, dedup_key, to_user, created_at_ms)
+VALUES (?1, ?2, ?3, ?4)";
 
-pub(super) const SQL_FORGET_DEAD_OWNERS: &str = "DELETE FROM owners WHERE heartbeat_ms < ?1";
+pub(super) const SQL_OUTBOX_FINISH: &str = "
+UPDATE push_outbox SET state = ?3, reason = ?4, finished_at_ms = ?5
+ WHERE account = ?1 AND dedup_key = ?2";
 
-pub(super) const SQL_INTERRUPT_OWN: &str = "
-UPDATE inbox SET completion_json = ?1, deferred = 0
- WHERE completion_json IS NULL AND owner = ?2";
+pub(super) const SQL_OUTBOX_PENDING: &str = "
+SELECT account, dedup_key, to_user, created_at_ms FROM push_outbox
+ WHERE state = 'pending' ORDER BY created_at_ms";
 
-pub(super) const SQL_FORGET_OWNER: &str = "DELETE FROM owners WHERE id = ?1";
+pub(super) const SQL_OUTBOX_STATE: &str =
+    "SELECT state, reason FROM push_outbox WHERE account = ?1 AND dedup_key = ?2";
 
-/// The columns `list` reads, in the order [`entry_from_row`] expects.
+/// The columns `list` reads, in the order `entry_from_row` expects.
 pub(super) const LIST_COLUMNS: &str =
     "SELECT account, dedup_key, from_user_name, kind, inbound_json,
     received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred
@@ -152,10 +168,13 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), StoreError> {
                  {SCHEMA_VERSION}"
             ))));
         }
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        if version < 1 {
+            conn.execute_batch(SCHEMA_V1)?;
         }
+        if version < 2 {
+            conn.execute_batch(SCHEMA_V2)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         conn.execute_batch("COMMIT")?;
         Ok(Ok(()))
     })();

@@ -3,157 +3,164 @@
 //! Every write of a [`SqliteStore`](super::SqliteStore) arrives here as an [`Op`] through a
 //! channel. The thread drains what is queued (up to `max_batch`), runs it all in one
 //! `BEGIN IMMEDIATE` transaction, commits, and only then answers each caller through its
-//! oneshot channel, so that nothing is reported done before it is durable. It also keeps
-//! this store's owner row alive and settles the claims of owners that died.
+//! oneshot channel, so that nothing is reported done before it is durable.
 //!
-//! What it must not do: decode or encode JSON on the hot path (callers do that on their
-//! own tasks), answer before the commit, or let one failed batch stop the thread.
+//! Row updates (attempts, completions, answers, deferral flags) are not answered: they are
+//! merged per row into `unwritten` and written at the end of each transaction, one
+//! statement per row however many changes it had. A batch that fails keeps them in
+//! `unwritten`, and they are written with the next batch, or on the next retry tick when
+//! nothing else comes; meanwhile the store reports itself degraded. So a completion that
+//! cannot be written (a full disk) is never dropped, and its retries in this process are
+//! answered from memory in the meantime.
+//!
+//! The thread also marks each first claim durable in the live state once its row is
+//! committed (or abandons it when the commit failed). Doing it here rather than in the
+//! claiming task means a caller that goes away cannot leave a claim half made.
+//!
+//! What it must not do: decode or encode JSON (callers do that on their own tasks),
+//! answer before the commit, checkpoint the WAL (the checkpointer thread does, so that a
+//! checkpoint's sync never holds up a commit), or let one failed batch stop the thread.
 
+use std::collections::BTreeMap;
 use std::mem;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use super::schema::{
-    SQL_CLAIM_FIRST, SQL_COMPLETE, SQL_COUNT_RETRY, SQL_DEFER, SQL_FORGET_DEAD_OWNERS,
-    SQL_FORGET_OWNER, SQL_HEARTBEAT, SQL_INTERRUPT_ORPHANS, SQL_INTERRUPT_OWN, SQL_OLDEST_DEFERRED,
-    SQL_RECORD_ANSWER, SQL_TAKE_DEFERRED,
+    SQL_INSERT, SQL_INTERRUPT_RUNNING, SQL_OUTBOX_ENQUEUE, SQL_OUTBOX_FINISH, SQL_PRUNE_INBOX,
+    SQL_PRUNE_OUTBOX, SQL_UPDATE,
 };
-use super::{
-    backend, decode_completion, duration_to_ms, find_latest, no_claim, unix_ms_now, KeyText,
-    Waiters, INTERRUPTED, OWNER_LEASE,
-};
-use crate::store::{AnswerKind, Completion, StoreError};
+use super::{KeyText, Shared};
+use crate::store::live::{Live, RecordId};
+use crate::store::{AnswerKind, StoreError, StoreKey};
 
-/// How often the writer proves its owner alive, and looks for owners that died.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often unwritten row updates are retried when no other write comes to carry them.
+pub(super) const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Answers one caller once its write is committed (or failed).
 pub(super) type Responder<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// A deferred reply as the writer finds it: the dedup key's text and the completion JSON.
-/// Decoding them is left to the caller, off the writer thread.
-pub(super) type DeferredRow = (String, String);
-
-/// One write, queued for the writer thread. Keys arrive already rendered by the caller, so
-/// that the writer spends its time on SQLite only.
+/// One write, queued for the writer thread.
 pub(super) enum Op {
-    Claim {
-        message: ClaimRow,
-        respond: Responder<ClaimOutcome>,
-    },
-    Complete {
-        key: KeyText,
-        completion_json: String,
-        has_reply: bool,
+    /// The row of a first claim; answered once committed.
+    Insert {
+        row: InsertRow,
         respond: Responder<()>,
     },
-    RecordAnswer {
-        key: KeyText,
-        answer: AnswerKind,
-        attempt: u32,
-        respond: Responder<()>,
-    },
-    Defer {
-        key: KeyText,
-        respond: Responder<()>,
-    },
-    TakeDeferred {
+    /// Changes to an existing row; merged, written with the next commit, never answered.
+    Update(RowUpdate),
+    /// Answers once everything queued before it is committed.
+    Barrier { respond: Responder<()> },
+    /// A pending push delivery; answers whether it was new.
+    Enqueue {
         account: String,
-        from_user_name: String,
-        respond: Responder<Option<DeferredRow>>,
+        dedup: String,
+        to_user: String,
+        created_at_ms: i64,
+        respond: Responder<bool>,
     },
-    /// Answers once everything queued before it is committed; with `checkpoint`, after a
-    /// passive WAL checkpoint too.
-    Barrier {
-        checkpoint: bool,
+    /// The final state of a push delivery.
+    Finish {
+        account: String,
+        dedup: String,
+        state: &'static str,
+        reason: Option<String>,
+        finished_at_ms: i64,
+        respond: Responder<()>,
+    },
+    /// Removes up to `batch` messages and deliveries older than `before_ms`; answers how
+    /// many messages went.
+    Prune {
+        before_ms: i64,
+        batch: usize,
+        respond: Responder<usize>,
+    },
+    /// Sets SQLite's `max_page_count`, the largest the file may grow (tests use it to fill
+    /// the "disk" for real and then make room again).
+    MaxPages {
+        pages: u64,
         respond: Responder<()>,
     },
 }
 
 /// The row a first claim inserts.
-pub(super) struct ClaimRow {
-    pub(super) key: KeyText,
+pub(super) struct InsertRow {
+    pub(super) key: StoreKey,
+    pub(super) record: RecordId,
+    pub(super) text: KeyText,
     pub(super) from_user_name: String,
     pub(super) kind: String,
     pub(super) inbound_json: String,
-    pub(super) received_at_ms: i64,
 }
 
-/// What the writer found for a claim; the caller decodes a completion itself.
-pub(super) enum ClaimOutcome {
-    First,
-    InFlight {
-        attempt: u32,
-    },
-    Done {
-        attempt: u32,
-        completion_json: String,
-    },
+/// Changes to one row; `None` leaves a column as it is.
+#[derive(Debug, Default)]
+pub(super) struct RowUpdate {
+    pub(super) id: i64,
+    pub(super) attempts: Option<u32>,
+    pub(super) completion_json: Option<String>,
+    pub(super) answer: Option<(AnswerKind, u32)>,
+    pub(super) deferred: Option<bool>,
+}
+
+impl RowUpdate {
+    /// Folds a later update of the same row into this one.
+    fn merge(&mut self, later: RowUpdate) {
+        self.attempts = self.attempts.max(later.attempts);
+        if later.completion_json.is_some() {
+            self.completion_json = later.completion_json;
+        }
+        if later.answer.is_some() {
+            self.answer = later.answer;
+        }
+        if later.deferred.is_some() {
+            self.deferred = later.deferred;
+        }
+    }
 }
 
 /// A computed result waiting for its batch to commit.
 enum Answer {
-    Claim(Responder<ClaimOutcome>, Result<ClaimOutcome, StoreError>),
-    Unit(Responder<()>, Result<(), StoreError>),
-    Taken(
-        Responder<Option<DeferredRow>>,
-        Result<Option<DeferredRow>, StoreError>,
-    ),
+    Inserted(StoreKey, RecordId, Responder<()>),
+    Unit(Responder<()>),
+    Enqueued(Responder<bool>, bool),
+    Pruned(Responder<usize>, usize),
 }
 
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
-    /// This store's row in `owners`, recorded on every claim.
-    owner: i64,
-    /// Kept in the owner row to help whoever reads the file by hand.
-    pid: u32,
-    retention_ms: i64,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
     max_batch: usize,
-    waiters: Arc<Waiters>,
+    /// Row updates not yet committed, merged per row.
+    unwritten: BTreeMap<i64, RowUpdate>,
     /// The JSON of the completion given to interrupted claims, rendered once.
     interrupted_json: String,
-    last_heartbeat: Instant,
-    /// Rows completed in the current batch, woken once it commits.
-    completed_rows: Vec<i64>,
 }
 
-/// Starts the writer thread on `conn` for the owner `owner`.
-///
-/// Before the thread starts, the first heartbeat settles (in the caller's thread) the
-/// claims of owners that died before this open, so that the first claim already sees them
-/// completed. Closing the returned queue stops the thread once it has committed what was
-/// queued and settled this owner's own running claims.
+/// Starts the writer thread on `conn`. Closing the returned queue stops the thread once it
+/// has committed what was queued and settled the claims still running.
 pub(super) fn spawn(
     conn: Connection,
-    owner: i64,
-    retention: Duration,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
     max_batch: usize,
-    waiters: Arc<Waiters>,
+    interrupted_json: String,
 ) -> Result<(Sender<Op>, JoinHandle<()>), StoreError> {
-    let interrupted = Completion {
-        reply: None,
-        error: Some(INTERRUPTED.to_owned()),
-        handler_ms: 0,
-    };
-    let mut writer = Writer {
+    let writer = Writer {
         conn,
-        owner,
-        pid: std::process::id(),
-        retention_ms: duration_to_ms(retention),
+        live,
+        shared,
         max_batch: max_batch.max(1),
-        waiters,
-        interrupted_json: serde_json::to_string(&interrupted)
-            .map_err(|error| StoreError::Backend(error.to_string()))?,
-        last_heartbeat: Instant::now(),
-        completed_rows: Vec::new(),
+        unwritten: BTreeMap::new(),
+        interrupted_json,
     };
-    writer.in_transaction(Writer::heartbeat).map_err(backend)?;
     let (ops, queue) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("wxgate-sqlite-writer".to_owned())
@@ -171,8 +178,7 @@ impl Writer {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         let mut answers: Vec<Answer> = Vec::with_capacity(self.max_batch);
         loop {
-            let until_heartbeat = HEARTBEAT_INTERVAL.saturating_sub(self.last_heartbeat.elapsed());
-            match queue.recv_timeout(until_heartbeat) {
+            match queue.recv_timeout(RETRY_INTERVAL) {
                 Ok(op) => batch.push(op),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -188,57 +194,45 @@ impl Writer {
         self.shut_down();
     }
 
-    /// Runs `batch` (and a heartbeat when one is due) in one transaction, then answers
-    /// every caller: with its result if the commit succeeded, with the failure otherwise.
+    /// Runs `batch` and every unwritten update in one transaction, then answers every
+    /// caller: with its result if the commit succeeded, with the failure otherwise.
     fn run_batch(&mut self, batch: &mut Vec<Op>, answers: &mut Vec<Answer>) {
-        let heartbeat_due = self.last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL;
-        if batch.is_empty() && !heartbeat_due {
+        if batch.is_empty() && self.unwritten.is_empty() {
             return;
         }
-        let mut checkpoint = false;
         let mut pending = batch.drain(..);
         let outcome = self.in_transaction(|writer| {
             for op in pending.by_ref() {
-                checkpoint |= matches!(
-                    op,
-                    Op::Barrier {
-                        checkpoint: true,
-                        ..
-                    }
-                );
-                answers.push(writer.execute(op)?);
+                if let Some(answer) = writer.execute(op)? {
+                    answers.push(answer);
+                }
             }
-            if heartbeat_due {
-                writer.heartbeat()?;
-            }
-            Ok(())
+            writer.write_updates()
         });
         match outcome {
             Ok(()) => {
-                self.waiters.wake(&self.completed_rows);
-                if checkpoint {
-                    if let Err(error) = self.checkpoint() {
-                        // The batch itself is committed; a failed checkpoint only leaves
-                        // the WAL longer, so the callers still get their results.
-                        tracing::warn!(%error, "sqlite checkpoint failed");
-                    }
-                }
+                self.unwritten.clear();
+                self.shared.set_degraded(None);
                 for answer in answers.drain(..) {
-                    answer.send();
+                    self.deliver(answer);
                 }
             }
             Err(error) => {
                 let reason = error.to_string();
                 tracing::error!(error = %reason, "a sqlite write batch failed and was rolled back");
-                for answer in answers.drain(..) {
-                    answer.fail(&reason);
-                }
+                // Whatever was not reached is merged too, so that no update is lost.
                 for op in pending {
-                    op.fail(&reason);
+                    self.fail(op, &reason);
+                }
+                self.shared
+                    .set_degraded((!self.unwritten.is_empty()).then(|| {
+                        (self.unwritten.len(), reason.clone())
+                    }));
+                for answer in answers.drain(..) {
+                    self.refuse(answer, &reason);
                 }
             }
         }
-        self.completed_rows.clear();
     }
 
     /// Runs `body` between `BEGIN IMMEDIATE` and `COMMIT`, rolling back on any error.
@@ -259,247 +253,186 @@ impl Writer {
         outcome
     }
 
+    fn merge(&mut self, update: RowUpdate) {
+        match self.unwritten.get_mut(&update.id) {
+            Some(earlier) => earlier.merge(update),
+            None => {
+                self.unwritten.insert(update.id, update);
+            }
+        }
+    }
+
     /// Executes one write inside the open transaction. An `Err` is an SQLite failure that
-    /// dooms the whole batch; a failure of this write alone is inside the `Answer`.
-    fn execute(&mut self, op: Op) -> rusqlite::Result<Answer> {
-        Ok(match op {
-            Op::Claim { message, respond } => Answer::Claim(respond, Ok(self.claim(&message)?)),
-            Op::Complete {
-                key,
-                completion_json,
-                has_reply,
-                respond,
-            } => {
-                let result = match find_latest(&self.conn, &key)? {
-                    Some(latest) => {
-                        self.conn.prepare_cached(SQL_COMPLETE)?.execute(params![
-                            latest.id,
-                            completion_json,
-                            has_reply
-                        ])?;
-                        self.completed_rows.push(latest.id);
-                        Ok(())
-                    }
-                    None => Err(no_claim("complete", &key.account)),
-                };
-                Answer::Unit(respond, result)
+    /// dooms the whole batch.
+    fn execute(&mut self, op: Op) -> rusqlite::Result<Option<Answer>> {
+        Ok(Some(match op {
+            Op::Insert { row, respond } => {
+                let [order, hash, account, dedup] = row.text.params();
+                self.conn.prepare_cached(SQL_INSERT)?.execute(params![
+                    row.record.id,
+                    order,
+                    hash,
+                    account,
+                    dedup,
+                    row.from_user_name,
+                    row.kind,
+                    row.inbound_json,
+                    row.record.received_at_ms,
+                ])?;
+                Answer::Inserted(row.key, row.record, respond)
             }
-            Op::RecordAnswer {
-                key,
-                answer,
-                attempt,
-                respond,
-            } => {
-                let [order, hash, account, dedup] = key.params();
-                let changed = self
-                    .conn
-                    .prepare_cached(SQL_RECORD_ANSWER)?
-                    .execute(params![
-                        order,
-                        hash,
-                        account,
-                        dedup,
-                        answer.as_str(),
-                        attempt
-                    ])?;
-                let result = if changed == 0 {
-                    Err(no_claim("record_answer", &key.account))
-                } else {
-                    Ok(())
-                };
-                Answer::Unit(respond, result)
+            Op::Update(update) => {
+                self.merge(update);
+                return Ok(None);
             }
-            Op::Defer { key, respond } => {
-                let result = self.defer(&key)?;
-                Answer::Unit(respond, result)
-            }
-            Op::TakeDeferred {
+            Op::Barrier { respond } => Answer::Unit(respond),
+            Op::Enqueue {
                 account,
-                from_user_name,
+                dedup,
+                to_user,
+                created_at_ms,
                 respond,
             } => {
-                let oldest = self
+                let inserted = self.conn.prepare_cached(SQL_OUTBOX_ENQUEUE)?.execute(params![
+                    account,
+                    dedup,
+                    to_user,
+                    created_at_ms
+                ])?;
+                Answer::Enqueued(respond, inserted == 1)
+            }
+            Op::Finish {
+                account,
+                dedup,
+                state,
+                reason,
+                finished_at_ms,
+                respond,
+            } => {
+                self.conn.prepare_cached(SQL_OUTBOX_FINISH)?.execute(params![
+                    account,
+                    dedup,
+                    state,
+                    reason,
+                    finished_at_ms
+                ])?;
+                Answer::Unit(respond)
+            }
+            Op::Prune {
+                before_ms,
+                batch,
+                respond,
+            } => {
+                let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+                let removed = self
                     .conn
-                    .prepare_cached(SQL_OLDEST_DEFERRED)?
-                    .query_row(params![account, from_user_name], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
-                    })
-                    .optional()?;
-                let taken = match oldest {
-                    Some((row, dedup_key, completion_json)) => {
-                        self.conn
-                            .prepare_cached(SQL_TAKE_DEFERRED)?
-                            .execute([row])?;
-                        Some((dedup_key, completion_json))
-                    }
-                    None => None,
-                };
-                Answer::Taken(respond, Ok(taken))
+                    .prepare_cached(SQL_PRUNE_INBOX)?
+                    .execute(params![before_ms, limit])?;
+                self.conn
+                    .prepare_cached(SQL_PRUNE_OUTBOX)?
+                    .execute(params![before_ms, limit])?;
+                Answer::Pruned(respond, removed)
             }
-            Op::Barrier { respond, .. } => Answer::Unit(respond, Ok(())),
-        })
+            Op::MaxPages { pages, respond } => {
+                let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+                self.conn
+                    .query_row("PRAGMA max_page_count = ?1", [pages], |_| Ok(()))?;
+                Answer::Unit(respond)
+            }
+        }))
     }
 
-    /// Claims a key: counts a retry of its live row, or inserts a new row.
-    fn claim(&mut self, message: &ClaimRow) -> rusqlite::Result<ClaimOutcome> {
-        let live = find_latest(&self.conn, &message.key)?.filter(|latest| {
-            message.received_at_ms.saturating_sub(latest.received_at_ms) <= self.retention_ms
-        });
-        if let Some(latest) = live {
-            self.conn
-                .prepare_cached(SQL_COUNT_RETRY)?
-                .execute([latest.id])?;
-            let attempt = u32::try_from(latest.attempts.saturating_add(1)).unwrap_or(u32::MAX);
-            return Ok(match latest.completion_json {
-                Some(completion_json) => ClaimOutcome::Done {
-                    attempt,
-                    completion_json,
-                },
-                None => ClaimOutcome::InFlight { attempt },
-            });
+    /// Writes every unwritten row update, one statement per row.
+    fn write_updates(&mut self) -> rusqlite::Result<()> {
+        if self.unwritten.is_empty() {
+            return Ok(());
         }
-        let [order, hash, account, dedup] = message.key.params();
-        self.conn.prepare_cached(SQL_CLAIM_FIRST)?.execute(params![
-            order,
-            hash,
-            account,
-            dedup,
-            message.from_user_name,
-            message.kind,
-            message.inbound_json,
-            message.received_at_ms,
-            self.owner,
-        ])?;
-        Ok(ClaimOutcome::First)
-    }
-
-    /// Marks the latest row of `key` deferred, unless its handler already finished
-    /// without a reply (then there is nothing to deliver later).
-    fn defer(&mut self, key: &KeyText) -> rusqlite::Result<Result<(), StoreError>> {
-        let Some(latest) = find_latest(&self.conn, key)? else {
-            return Ok(Err(no_claim("defer_reply", &key.account)));
-        };
-        let (row, completion_json) = (latest.id, latest.completion_json);
-        if let Some(completion_json) = completion_json {
-            match decode_completion(&completion_json) {
-                Ok(completion) if completion.reply.is_none() => return Ok(Ok(())),
-                Ok(_) => {}
-                Err(error) => return Ok(Err(error)),
-            }
+        let mut statement = self.conn.prepare_cached(SQL_UPDATE)?;
+        for update in self.unwritten.values() {
+            statement.execute(params![
+                update.id,
+                update.attempts,
+                update.completion_json,
+                update.answer.map(|(kind, _)| kind.as_str()),
+                update.answer.map(|(_, attempt)| attempt),
+                update.deferred,
+            ])?;
         }
-        self.conn.prepare_cached(SQL_DEFER)?.execute([row])?;
-        Ok(Ok(()))
-    }
-
-    /// Proves this owner alive, then settles the running claims of owners that are not.
-    fn heartbeat(&mut self) -> rusqlite::Result<()> {
-        let now_ms = unix_ms_now();
-        // An upsert, so that an owner declared dead by a stalled clock comes back.
-        self.conn
-            .prepare_cached(SQL_HEARTBEAT)?
-            .execute(params![self.owner, self.pid, now_ms])?;
-        let oldest_alive_ms = now_ms.saturating_sub(duration_to_ms(OWNER_LEASE));
-        let first_interrupted = self.completed_rows.len();
-        {
-            let mut interrupt = self.conn.prepare_cached(SQL_INTERRUPT_ORPHANS)?;
-            let rows = interrupt
-                .query_map(params![self.interrupted_json, oldest_alive_ms], |row| {
-                    row.get::<_, i64>(0)
-                })?;
-            for row in rows {
-                self.completed_rows.push(row?);
-            }
-        }
-        let interrupted = self.completed_rows.len() - first_interrupted;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "recorded as interrupted the running claims of a gateway that stopped"
-            );
-        }
-        self.conn
-            .prepare_cached(SQL_FORGET_DEAD_OWNERS)?
-            .execute([oldest_alive_ms])?;
-        self.last_heartbeat = Instant::now();
         Ok(())
     }
 
-    /// A passive checkpoint: copies what it can of the WAL into the database file without
-    /// waiting for readers.
-    fn checkpoint(&self) -> rusqlite::Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    /// Delivers a result computed inside the committed transaction.
+    fn deliver(&self, answer: Answer) {
+        // A caller that stopped waiting (its request was cancelled) needs no answer; the
+        // live state is updated either way.
+        match answer {
+            Answer::Inserted(key, record, respond) => {
+                self.live.mark_durable(&key, record);
+                self.shared.inserted();
+                drop(respond.send(Ok(())));
+            }
+            Answer::Unit(respond) => drop(respond.send(Ok(()))),
+            Answer::Enqueued(respond, inserted) => drop(respond.send(Ok(inserted))),
+            Answer::Pruned(respond, removed) => {
+                self.shared.pruned(removed);
+                drop(respond.send(Ok(removed)));
+            }
+        }
     }
 
-    /// As the store closes: settles this owner's running claims (their handlers can no
-    /// longer report), leaves the owner table, and checkpoints.
+    /// Answers with the failure of the batch instead, which was rolled back.
+    fn refuse(&self, answer: Answer, reason: &str) {
+        let error = || StoreError::Backend(reason.to_owned());
+        match answer {
+            Answer::Inserted(key, record, respond) => {
+                self.live.abandon(&key, record);
+                drop(respond.send(Err(error())));
+            }
+            Answer::Unit(respond) => drop(respond.send(Err(error()))),
+            Answer::Enqueued(respond, _) => drop(respond.send(Err(error()))),
+            Answer::Pruned(respond, _) => drop(respond.send(Err(error()))),
+        }
+    }
+
+    /// Answers a write that was never run, because its batch failed before reaching it.
+    /// An update is kept for the next batch; a first claim is abandoned.
+    fn fail(&mut self, op: Op, reason: &str) {
+        let error = || StoreError::Backend(reason.to_owned());
+        // A caller that stopped waiting (its request was cancelled) needs no answer.
+        match op {
+            Op::Update(update) => self.merge(update),
+            Op::Insert { row, respond } => {
+                self.live.abandon(&row.key, row.record);
+                drop(respond.send(Err(error())));
+            }
+            Op::Barrier { respond } | Op::Finish { respond, .. } | Op::MaxPages { respond, .. } => {
+                drop(respond.send(Err(error())));
+            }
+            Op::Enqueue { respond, .. } => drop(respond.send(Err(error()))),
+            Op::Prune { respond, .. } => drop(respond.send(Err(error()))),
+        }
+    }
+
+    /// As the store closes: writes what is unwritten, then settles the claims still running
+    /// (their tasks can no longer report).
     fn shut_down(mut self) {
-        let owner = self.owner;
         let interrupted_json = mem::take(&mut self.interrupted_json);
         let settled = self.in_transaction(|writer| {
+            writer.write_updates()?;
             let interrupted = writer
                 .conn
-                .prepare_cached(SQL_INTERRUPT_OWN)?
-                .execute(params![interrupted_json, owner])?;
+                .prepare_cached(SQL_INTERRUPT_RUNNING)?
+                .execute([&interrupted_json])?;
             if interrupted > 0 {
                 tracing::warn!(
                     interrupted,
                     "the store closed while handlers ran; recorded them as interrupted"
                 );
             }
-            writer
-                .conn
-                .prepare_cached(SQL_FORGET_OWNER)?
-                .execute([owner])?;
             Ok(())
         });
         if let Err(error) = settled {
             tracing::error!(%error, "could not settle the running claims as the store closed");
-        }
-        if let Err(error) = self.checkpoint() {
-            tracing::warn!(%error, "sqlite checkpoint on close failed");
-        }
-    }
-}
-
-impl Op {
-    /// Answers this write with the failure of its batch, without running it.
-    fn fail(self, reason: &str) {
-        let error = || StoreError::Backend(reason.to_owned());
-        // A caller that stopped waiting (its request was cancelled) needs no answer.
-        match self {
-            Op::Claim { respond, .. } => drop(respond.send(Err(error()))),
-            Op::Complete { respond, .. }
-            | Op::RecordAnswer { respond, .. }
-            | Op::Defer { respond, .. }
-            | Op::Barrier { respond, .. } => drop(respond.send(Err(error()))),
-            Op::TakeDeferred { respond, .. } => drop(respond.send(Err(error()))),
-        }
-    }
-}
-
-impl Answer {
-    /// Delivers the result computed inside the committed transaction.
-    fn send(self) {
-        // A caller that stopped waiting (its request was cancelled) needs no answer.
-        match self {
-            Answer::Claim(respond, result) => drop(respond.send(result)),
-            Answer::Unit(respond, result) => drop(respond.send(result)),
-            Answer::Taken(respond, result) => drop(respond.send(result)),
-        }
-    }
-
-    /// Answers with the failure of the batch instead, which was rolled back.
-    fn fail(self, reason: &str) {
-        let error = StoreError::Backend(reason.to_owned());
-        match self {
-            Answer::Claim(respond, _) => drop(respond.send(Err(error))),
-            Answer::Unit(respond, _) => drop(respond.send(Err(error))),
-            Answer::Taken(respond, _) => drop(respond.send(Err(error))),
         }
     }
 }
