@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::*;
 use wechat_proto::Reply;
 use wxgate::config::{Mode, StoreConfig};
-use wxgate::serve::{open_store, Bound};
+use wxgate::serve::Bound;
 use wxgate::sim::wechat::Verdict;
 use wxgate::store::{InboxQuery, Store};
 use wxgate::GatewayBuilder;
@@ -21,7 +21,7 @@ fn sqlite_config(path: &std::path::Path) -> wxgate::Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.store = StoreConfig::Sqlite {
         path: path.to_owned(),
-        retention: Duration::from_secs(600),
+        retention: wxgate::store::Retention::default(),
         synchronous_full: false,
     };
     config.shutdown_grace = Duration::from_millis(200);
@@ -69,7 +69,7 @@ async fn post(
 async fn serves_over_a_socket_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let config = sqlite_config(&dir.path().join("wxgate.db"));
-    let store = open_store(&config.store).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
     let running = start(config, Arc::clone(&store), |b| b).await;
     let client = reqwest::Client::new();
     let side = side(Mode::Safe);
@@ -124,7 +124,7 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
                 let client = reqwest::Client::new();
-                let store = open_store(&config.store).await.unwrap();
+                let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
                 let mut short = config.clone();
                 short.accounts[2].budget = Duration::from_millis(200);
                 let running = start(short, store, |b| b.handler("safe", hang)).await;
@@ -159,7 +159,7 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             }))
         }
     };
-    let store = open_store(&config.store).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
     let running = start(config.clone(), Arc::clone(&store), |b| {
         b.handler("safe", counting)
     })

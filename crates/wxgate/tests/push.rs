@@ -12,7 +12,7 @@ use support::{now, side, text, TestApp, APP_ID, SENDER};
 use wechat_proto::DedupKey;
 use wxgate::config::{Mode, Secret, TokenEndpoint};
 use wxgate::push::{DeliveryState, RetryPolicy, TokenCache};
-use wxgate::serve::open_store;
+
 use wxgate::sim::wechat::Verdict;
 use wxgate::store::StoreKey;
 
@@ -45,7 +45,7 @@ fn fast_retries() -> RetryPolicy {
 
 /// Waits until the delivery of `msg_id` is no longer pending; returns its state.
 async fn settled(app: &TestApp, msg_id: u64) -> DeliveryState {
-    let outbox = Arc::clone(app.gateway.pusher().expect("push is configured").outbox());
+    let outbox = Arc::clone(app.gateway.store());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match outbox.state(&key(msg_id)).await.unwrap() {
@@ -266,14 +266,14 @@ async fn a_restart_in_the_middle_of_a_pending_push_delivers_it_exactly_once() {
 
     // First life: the message is acked, its reply computed, the send keeps failing.
     {
-        let store = open_store(&config.store).await.unwrap();
+        let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
         let app = TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
         let base = serve(&app.gateway).await;
         deliver_acked(&base, 1).await;
         fake.until(Duration::from_secs(5), |f| f.send_attempts.len() >= 2)
             .await;
         app.gateway.shutdown(config.shutdown_grace).await.unwrap();
-        let outbox = Arc::clone(app.gateway.pusher().unwrap().outbox());
+        let outbox = Arc::clone(app.gateway.store());
         assert_eq!(
             outbox.state(&key(1)).await.unwrap(),
             Some(DeliveryState::Pending)
@@ -284,7 +284,7 @@ async fn a_restart_in_the_middle_of_a_pending_push_delivers_it_exactly_once() {
     // Second life on the same file, WeChat's API back: the pending delivery is resumed
     // and sent once, without running the upstream again.
     fake.with(|f| f.always_error = None);
-    let store = open_store(&config.store).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
     let app = TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
     assert_eq!(settled(&app, 1).await, DeliveryState::Sent);
     // A late retry of the message from WeChat gets `success`, not the reply a second time.

@@ -17,7 +17,7 @@ use wechat_proto::{
     AesKey, AppId, EncryptedReply, MessageCipher, Reply, ReplyTarget, Signature, Token,
 };
 use wxgate::config::{Config, Mode};
-use wxgate::serve::{open_store, Bound};
+use wxgate::serve::Bound;
 use wxgate::sim::cli::{run, SimCommand};
 use wxgate::sim::messages::inbound;
 use wxgate::sim::send::RetryPolicy;
@@ -60,7 +60,7 @@ pub async fn gateway() -> Gateway {
         ));
     }
     let config = Config::from_toml(&text, &BTreeMap::new()).expect("valid config");
-    let store = open_store(&config.store).await.expect("memory store");
+    let store = wxgate::store::open(&config.store, now() * 1000).await.expect("memory store");
     let bound = Bound::bind(
         GatewayBuilder::new(config.clone(), Arc::clone(&store)),
         config,

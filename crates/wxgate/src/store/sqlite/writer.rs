@@ -203,9 +203,7 @@ impl Writer {
         let mut pending = batch.drain(..);
         let outcome = self.in_transaction(|writer| {
             for op in pending.by_ref() {
-                if let Some(answer) = writer.execute(op)? {
-                    answers.push(answer);
-                }
+                writer.execute(op, answers)?;
             }
             writer.write_updates()
         });
@@ -262,11 +260,13 @@ impl Writer {
         }
     }
 
-    /// Executes one write inside the open transaction. An `Err` is an SQLite failure that
-    /// dooms the whole batch.
-    fn execute(&mut self, op: Op) -> rusqlite::Result<Option<Answer>> {
-        Ok(Some(match op {
+    /// Executes one write inside the open transaction and queues its answer. An `Err` is
+    /// an SQLite failure that dooms the whole batch; the failed write's own answer is
+    /// queued first, so that it is answered with the failure like the rest.
+    fn execute(&mut self, op: Op, answers: &mut Vec<Answer>) -> rusqlite::Result<()> {
+        match op {
             Op::Insert { row, respond } => {
+                answers.push(Answer::Inserted(row.key, row.record, respond));
                 let [order, hash, account, dedup] = row.text.params();
                 self.conn.prepare_cached(SQL_INSERT)?.execute(params![
                     row.record.id,
@@ -279,13 +279,9 @@ impl Writer {
                     row.inbound_json,
                     row.record.received_at_ms,
                 ])?;
-                Answer::Inserted(row.key, row.record, respond)
             }
-            Op::Update(update) => {
-                self.merge(update);
-                return Ok(None);
-            }
-            Op::Barrier { respond } => Answer::Unit(respond),
+            Op::Update(update) => self.merge(update),
+            Op::Barrier { respond } => answers.push(Answer::Unit(respond)),
             Op::Enqueue {
                 account,
                 dedup,
@@ -293,13 +289,14 @@ impl Writer {
                 created_at_ms,
                 respond,
             } => {
-                let inserted = self.conn.prepare_cached(SQL_OUTBOX_ENQUEUE)?.execute(params![
-                    account,
-                    dedup,
-                    to_user,
-                    created_at_ms
-                ])?;
-                Answer::Enqueued(respond, inserted == 1)
+                let inserted = self
+                    .conn
+                    .prepare_cached(SQL_OUTBOX_ENQUEUE)
+                    .and_then(|mut statement| {
+                        statement.execute(params![account, dedup, to_user, created_at_ms])
+                    });
+                answers.push(Answer::Enqueued(respond, inserted == Ok(1)));
+                inserted?;
             }
             Op::Finish {
                 account,
@@ -309,6 +306,7 @@ impl Writer {
                 finished_at_ms,
                 respond,
             } => {
+                answers.push(Answer::Unit(respond));
                 self.conn.prepare_cached(SQL_OUTBOX_FINISH)?.execute(params![
                     account,
                     dedup,
@@ -316,7 +314,6 @@ impl Writer {
                     reason,
                     finished_at_ms
                 ])?;
-                Answer::Unit(respond)
             }
             Op::Prune {
                 before_ms,
@@ -326,20 +323,24 @@ impl Writer {
                 let limit = i64::try_from(batch).unwrap_or(i64::MAX);
                 let removed = self
                     .conn
-                    .prepare_cached(SQL_PRUNE_INBOX)?
-                    .execute(params![before_ms, limit])?;
-                self.conn
-                    .prepare_cached(SQL_PRUNE_OUTBOX)?
-                    .execute(params![before_ms, limit])?;
-                Answer::Pruned(respond, removed)
+                    .prepare_cached(SQL_PRUNE_INBOX)
+                    .and_then(|mut statement| statement.execute(params![before_ms, limit]))
+                    .and_then(|removed| {
+                        self.conn
+                            .prepare_cached(SQL_PRUNE_OUTBOX)?
+                            .execute(params![before_ms, limit])?;
+                        Ok(removed)
+                    });
+                answers.push(Answer::Pruned(respond, *removed.as_ref().unwrap_or(&0)));
+                removed?;
             }
             Op::MaxPages { pages, respond } => {
+                answers.push(Answer::Unit(respond));
                 let pages = i64::try_from(pages).unwrap_or(i64::MAX);
-                self.conn
-                    .query_row("PRAGMA max_page_count = ?1", [pages], |_| Ok(()))?;
-                Answer::Unit(respond)
+                self.conn.pragma_update(None, "max_page_count", pages)?;
             }
-        }))
+        }
+        Ok(())
     }
 
     /// Writes every unwritten row update, one statement per row.
