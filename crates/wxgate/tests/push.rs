@@ -264,21 +264,33 @@ async fn a_restart_in_the_middle_of_a_pending_push_delivers_it_exactly_once() {
         max_tries: 1000,
     };
 
-    // First life: the message is acked, its reply computed, the send keeps failing.
-    {
-        let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
-        let app = TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
-        let base = serve(&app.gateway).await;
-        deliver_acked(&base, 1).await;
-        fake.until(Duration::from_secs(5), |f| f.send_attempts.len() >= 2)
-            .await;
-        app.gateway.shutdown(config.shutdown_grace).await.unwrap();
-        let outbox = Arc::clone(app.gateway.store());
-        assert_eq!(
-            outbox.state(&key(1)).await.unwrap(),
-            Some(DeliveryState::Pending)
-        );
-    }
+    // First life: the message is acked, its reply computed, the send keeps failing. It
+    // runs on its own runtime, so that ending it is like the process going away: every
+    // task (the server's included) is dropped, and with them the store and its file lock.
+    let first_life = {
+        let (config, fake) = (config.clone(), fake.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+                let app =
+                    TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
+                let base = serve(&app.gateway).await;
+                deliver_acked(&base, 1).await;
+                fake.until(Duration::from_secs(5), |f| f.send_attempts.len() >= 2)
+                    .await;
+                app.gateway.shutdown(config.shutdown_grace).await.unwrap();
+                assert_eq!(
+                    app.gateway.store().state(&key(1)).await.unwrap(),
+                    Some(DeliveryState::Pending)
+                );
+            });
+        })
+    };
+    tokio::task::spawn_blocking(move || first_life.join())
+        .await
+        .unwrap()
+        .expect("the first life ran");
     assert_eq!(fake.with(|f| f.sent.len()), 0);
 
     // Second life on the same file, WeChat's API back: the pending delivery is resumed

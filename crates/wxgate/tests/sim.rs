@@ -762,7 +762,9 @@ fn recorded(msg_id: u64) -> NewMessage {
 #[tokio::test(start_paused = true)]
 async fn inbox_follow_prints_new_messages_and_changes_until_stopped() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Duration::from_secs(600)));
-    store.claim(&recorded(1)).await.unwrap();
+    for msg_id in 1..=3 {
+        store.claim(&recorded(msg_id)).await.unwrap();
+    }
     let output = SharedOutput::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follower = {
@@ -772,18 +774,17 @@ async fn inbox_follow_prints_new_messages_and_changes_until_stopped() {
             let stop = async move {
                 let _ = stopped.await;
             };
-            inbox(
-                &*store,
-                &inbox_args(true, true),
-                now() * 1000,
-                &mut output,
-                stop,
-            )
-            .await
+            let args = InboxArgs {
+                limit: 1,
+                ..inbox_args(true, true)
+            };
+            inbox(&*store, &args, now() * 1000, &mut output, stop).await
         })
     };
-    // The watch polls once a second of (paused, virtual) time.
-    let second = recorded(2);
+    // Let the watch list what is there, then record a new message. The watch polls once a
+    // second of (paused, virtual) time.
+    tokio::time::sleep(FOLLOW_INTERVAL / 2).await;
+    let second = recorded(4);
     store.claim(&second).await.unwrap();
     tokio::time::sleep(FOLLOW_INTERVAL * 2).await;
     store
@@ -807,15 +808,17 @@ async fn inbox_follow_prints_new_messages_and_changes_until_stopped() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "{}", output.text());
-    assert!(lines[0]["inbound_json"]
-        .as_str()
-        .unwrap()
-        .contains("\"m1\""));
-    assert!(lines[1]["inbound_json"]
-        .as_str()
-        .unwrap()
-        .contains("\"m2\""));
+    assert_eq!(
+        lines.len(),
+        3,
+        "--limit 1 shows the newest old message only, then what is new: {}",
+        output.text()
+    );
+    assert_eq!(
+        lines[0]["message"]["content"], "m3",
+        "the message is a JSON object"
+    );
+    assert_eq!(lines[1]["message"]["content"], "m4");
     assert_eq!(lines[1]["completion"], Value::Null);
     assert_eq!(
         lines[2]["completion"]["reply"]["content"], "done",
