@@ -916,10 +916,49 @@ mod tests {
                 "store.backend",
             ),
             (String::new(), "accounts"),
+            (
+                format!("[store]\ninbox_retention_secs = 59\n{}", account("")),
+                "store.inbox_retention_secs",
+            ),
+            (
+                format!(
+                    "[store]\nretention_secs = 700\ninbox_retention_secs = 600\n{}",
+                    account("")
+                ),
+                "store.retention_secs",
+            ),
         ];
         for (text, field) in cases {
             assert_eq!(check(text, &[]), *field, "{text}");
         }
+    }
+
+    #[test]
+    fn inbox_retention_defaults_to_a_week_and_zero_keeps_forever() {
+        let retention = |store: &str| {
+            let config = Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new())
+                .unwrap();
+            match config.store {
+                StoreConfig::Sqlite { retention, .. } | StoreConfig::Memory { retention } => {
+                    retention
+                }
+            }
+        };
+        assert_eq!(
+            retention(""),
+            Retention {
+                claims: Duration::from_secs(600),
+                inbox: Some(Duration::from_secs(604_800)),
+            }
+        );
+        assert_eq!(retention("[store]\ninbox_retention_secs = 0").inbox, None);
+        assert_eq!(
+            retention("[store]\nretention_secs = 60\ninbox_retention_secs = 60"),
+            Retention {
+                claims: Duration::from_secs(60),
+                inbox: Some(Duration::from_secs(60)),
+            }
+        );
     }
 
     #[test]
