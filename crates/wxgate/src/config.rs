@@ -936,8 +936,8 @@ mod tests {
     #[test]
     fn inbox_retention_defaults_to_a_week_and_zero_keeps_forever() {
         let retention = |store: &str| {
-            let config = Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new())
-                .unwrap();
+            let config =
+                Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new()).unwrap();
             match config.store {
                 StoreConfig::Sqlite { retention, .. } | StoreConfig::Memory { retention } => {
                     retention

@@ -65,6 +65,7 @@ use super::{
     Inbox, InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
     StoreKey,
 };
+use crate::clock::{SystemClock, WallClock};
 
 /// The error recorded for a claim whose handler can no longer finish, because the store
 /// (or the whole process) that ran it went away first.
@@ -180,7 +181,11 @@ impl SqliteStore {
     /// process that died left running, and rebuilds the live claims; call it at start-up
     /// or from `spawn_blocking`. `now_ms` is not used to decide expiry (which follows the
     /// newest arrival in the file) and is kept for the log of the settlement.
-    pub fn open(path: &Path, options: SqliteOptions, now_ms: i64) -> Result<SqliteStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        options: SqliteOptions,
+        now_ms: i64,
+    ) -> Result<SqliteStore, StoreError> {
         let owner = take_lock(path)?;
         let conn = open_connection(path)?;
         let journal_mode: String = conn
@@ -228,7 +233,11 @@ impl SqliteStore {
             })
             .map_err(backend)?;
         if let Some(newest_ms) = newest_ms {
-            restore_live(&conn, &live, newest_ms - duration_ms(options.retention.claims))?;
+            restore_live(
+                &conn,
+                &live,
+                newest_ms - duration_ms(options.retention.claims),
+            )?;
         }
         let messages: i64 = conn
             .query_row("SELECT count(*) FROM inbox", [], |row| row.get(0))
@@ -417,13 +426,11 @@ impl Claims for SqliteStore {
 impl Deferrals for SqliteStore {
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError> {
         match self.live.defer(key)? {
-            Deferral::Deferred(record) | Deferral::WhenComplete(record) => {
-                self.update(RowUpdate {
-                    id: record.id,
-                    deferred: Some(true),
-                    ..RowUpdate::default()
-                })
-            }
+            Deferral::Deferred(record) | Deferral::WhenComplete(record) => self.update(RowUpdate {
+                id: record.id,
+                deferred: Some(true),
+                ..RowUpdate::default()
+            }),
             Deferral::NothingToDefer => Ok(()),
         }
     }
@@ -514,7 +521,7 @@ impl Outbox for SqliteStore {
         let (state, reason) = state.columns();
         let reason = reason.map(str::to_owned);
         // The time a delivery finished is for reading only; pruning follows its creation.
-        let finished_at_ms = crate::clock::WallClock::now_ms(&crate::clock::SystemClock);
+        let finished_at_ms = SystemClock.now_ms();
         self.write(|respond| Op::Finish {
             account,
             dedup,
@@ -594,11 +601,8 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // Ready means the writer can commit and the reader can read the file.
         self.barrier().await?;
-        self.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -706,14 +710,7 @@ fn restore_live(conn: &Connection, live: &Live, oldest_ms: i64) -> Result<(), St
     let mut statement = conn.prepare(SQL_LIVE_ROWS).map_err(backend)?;
     let mut rows = statement.query([oldest_ms]).map_err(backend)?;
     while let Some(row) = rows.next().map_err(backend)? {
-        let record = RecordId {
-            id: row.get(0).map_err(backend)?,
-            received_at_ms: row.get(3).map_err(backend)?,
-        };
-        let key = StoreKey {
-            account: row.get(1).map_err(backend)?,
-            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
-        };
+        let (record, key) = record_and_key(row)?;
         let attempts: i64 = row.get(4).map_err(backend)?;
         let completion = row
             .get::<_, Option<String>>(5)
@@ -731,20 +728,27 @@ fn restore_live(conn: &Connection, live: &Live, oldest_ms: i64) -> Result<(), St
     let mut statement = conn.prepare(SQL_DEFERRED_ROWS).map_err(backend)?;
     let mut rows = statement.query([]).map_err(backend)?;
     while let Some(row) = rows.next().map_err(backend)? {
-        let record = RecordId {
-            id: row.get(0).map_err(backend)?,
-            received_at_ms: row.get(3).map_err(backend)?,
-        };
-        let key = StoreKey {
-            account: row.get(1).map_err(backend)?,
-            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
-        };
+        let (record, key) = record_and_key(row)?;
         let completion = decode_completion(&row.get::<_, String>(4).map_err(backend)?)?;
         if let Some(reply) = completion.reply {
             live.restore_deferred(&key, record, reply);
         }
     }
     Ok(())
+}
+
+/// The record and key of a row whose first columns are `id, account, dedup_key,
+/// received_at_ms` (both statements `restore_live` runs).
+fn record_and_key(row: &rusqlite::Row<'_>) -> Result<(RecordId, StoreKey), StoreError> {
+    let record = RecordId {
+        id: row.get(0).map_err(backend)?,
+        received_at_ms: row.get(3).map_err(backend)?,
+    };
+    let key = StoreKey {
+        account: row.get(1).map_err(backend)?,
+        dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
+    };
+    Ok((record, key))
 }
 
 /// Starts the checkpointer: every [`CHECKPOINT_INTERVAL`] a passive checkpoint on its own
@@ -759,8 +763,7 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                if let Err(error) =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 {
                     tracing::warn!(%error, "sqlite checkpoint failed");
                 }
