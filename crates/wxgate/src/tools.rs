@@ -603,6 +603,7 @@ pub async fn inbox(
         account: args.account.clone(),
         since_ms,
         limit: args.limit.max(1),
+        ..InboxQuery::default()
     };
     let mut entries = store.list(&query).await?;
     entries.reverse();
@@ -642,6 +643,7 @@ pub async fn inbox(
             account: args.account.clone(),
             since_ms: Some(since_ms.unwrap_or(i64::MIN).max(now - 600_000)),
             limit: 10_000,
+            ..InboxQuery::default()
         };
         let mut fresh = store.list(&window).await?;
         fresh.reverse();

@@ -21,12 +21,9 @@ use tokio::sync::Notify;
 use wechat_proto::Reply;
 
 use super::{
-    AnswerKind, Claim, Claimed, Completion, InboxEntry, InboxQuery, NewMessage, Store, StoreError,
-    StoreKey,
+    AnswerKind, Claim, Claimed, Completion, InboxCursor, InboxEntry, InboxPage, InboxQuery,
+    NewMessage, Store, StoreError, StoreKey,
 };
-
-/// The number of entries `list` returns when the query asks for 0.
-const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// A [`Store`] kept in this process's memory. See the module docs.
 #[derive(Debug)]
@@ -268,37 +265,58 @@ impl Store for MemoryStore {
         Ok(reply.map(|reply| (record.key.clone(), reply)))
     }
 
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        let limit = if query.limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            query.limit
-        };
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        let limit = query.effective_limit();
         let state = self.lock();
-        let mut matching: Vec<(usize, &InboxEntry)> = state
+        // The record index is the sequence number of a cursor.
+        let position = |index: usize, entry: &InboxEntry| InboxCursor {
+            received_at_ms: entry.received_at_ms,
+            seq: i64::try_from(index).unwrap_or(i64::MAX),
+        };
+        let mut matching: Vec<(InboxCursor, &InboxEntry)> = state
             .records
             .iter()
             .map(|record| &record.entry)
             .enumerate()
-            .filter(|(_, entry)| {
+            .map(|(index, entry)| (position(index, entry), entry))
+            .filter(|(cursor, entry)| {
                 query
-                    .account
-                    .as_deref()
-                    .is_none_or(|account| entry.account == account)
+                    .since_ms
+                    .is_none_or(|since_ms| entry.received_at_ms >= since_ms)
                     && query
-                        .since_ms
-                        .is_none_or(|since_ms| entry.received_at_ms >= since_ms)
+                        .until_ms
+                        .is_none_or(|until_ms| entry.received_at_ms <= until_ms)
+                    && query.before.is_none_or(|before| {
+                        (cursor.received_at_ms, cursor.seq) < (before.received_at_ms, before.seq)
+                    })
+                    && query.matches(entry)
             })
             .collect();
         // Newest first; among messages received in the same millisecond, the latest claim.
-        matching.sort_unstable_by(|(a_index, a), (b_index, b)| {
-            (b.received_at_ms, b_index).cmp(&(a.received_at_ms, a_index))
+        matching.sort_unstable_by(|(a, _), (b, _)| {
+            (b.received_at_ms, b.seq).cmp(&(a.received_at_ms, a.seq))
         });
-        Ok(matching
-            .into_iter()
-            .take(limit)
-            .map(|(_, entry)| entry.clone())
-            .collect())
+        let next = (matching.len() > limit).then(|| matching[limit - 1].0);
+        Ok(InboxPage {
+            entries: matching
+                .into_iter()
+                .take(limit)
+                .map(|(_, entry)| entry.clone())
+                .collect(),
+            next,
+        })
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        // The latest record of the key: a key that expired and came again has two.
+        Ok(self
+            .lock()
+            .records
+            .iter()
+            .rev()
+            .map(|record| &record.entry)
+            .find(|entry| entry.account == account && entry.dedup_key == dedup_key)
+            .cloned())
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

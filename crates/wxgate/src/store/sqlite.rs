@@ -64,8 +64,8 @@ use self::schema::{
 };
 use self::writer::{ClaimOutcome, ClaimRow, Op, Responder};
 use super::{
-    AnswerKind, Claim, Claimed, Completion, InboxEntry, InboxQuery, NewMessage, Store, StoreError,
-    StoreKey,
+    AnswerKind, Claim, Claimed, Completion, InboxCursor, InboxEntry, InboxPage, InboxQuery,
+    NewMessage, Store, StoreError, StoreKey,
 };
 
 /// The error recorded for a claim whose handler can no longer finish, because the store
@@ -78,9 +78,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long an owner may stay silent before its running claims are declared interrupted.
 /// It is several heartbeats, so that a slow commit never costs a live process its claims.
 pub const OWNER_LEASE: Duration = Duration::from_secs(5);
-
-/// The number of entries `list` returns when the query asks for 0.
-const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// When a commit counts as durable. See the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -410,9 +407,21 @@ impl Store for SqliteStore {
         Ok(Some((key, reply)))
     }
 
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
         let query = query.clone();
         self.read(move |conn| list_entries(conn, &query)).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        // A key that does not parse was never stored.
+        let Ok(dedup) = dedup_key.parse::<DedupKey>() else {
+            return Ok(None);
+        };
+        let key = KeyText::new(&StoreKey {
+            account: account.to_owned(),
+            dedup,
+        });
+        self.read(move |conn| get_entry(conn, &key)).await
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
@@ -554,32 +563,133 @@ fn find_latest(conn: &Connection, key: &KeyText) -> rusqlite::Result<Option<Late
         .optional()
 }
 
-/// Reads the inbox entries `query` asks for, newest first.
-fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-    let limit = if query.limit == 0 {
-        DEFAULT_LIST_LIMIT
+/// The columns of [`LIST_COLUMNS`] followed by the row id, which pages use as the
+/// tie-breaking sequence of a cursor.
+const PAGE_COLUMNS: &str = "SELECT account, dedup_key, from_user_name, kind, inbound_json,
+    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, id
+    FROM inbox";
+
+/// Reads one page of the inbox entries `query` asks for, newest first.
+///
+/// The statement is assembled from fixed fragments, one per filter that is set, with the
+/// values always bound as parameters. Time filters and the cursor use the
+/// `(received_at_ms)` and `(account, received_at_ms)` indexes; the other filters are
+/// checked on the rows the scan visits, which is what a console listing needs.
+fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+    let limit = query.effective_limit();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |clause: &str, bound: Vec<rusqlite::types::Value>| {
+        // Each fragment names its parameters `?` in order; number them here.
+        let mut numbered = String::new();
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                values.push(bound[i - 1].clone());
+                numbered.push_str(&format!("?{}", values.len()));
+            }
+            numbered.push_str(part);
+        }
+        clauses.push(numbered);
+    };
+    use rusqlite::types::Value;
+    if let Some(account) = &query.account {
+        bind("account = ?", vec![Value::Text(account.clone())]);
+    }
+    if let Some(since_ms) = query.since_ms {
+        bind("received_at_ms >= ?", vec![Value::Integer(since_ms)]);
+    }
+    if let Some(until_ms) = query.until_ms {
+        bind("received_at_ms <= ?", vec![Value::Integer(until_ms)]);
+    }
+    if let Some(before) = query.before {
+        bind(
+            "(received_at_ms < ? OR (received_at_ms = ? AND id < ?))",
+            vec![
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.seq),
+            ],
+        );
+    }
+    if let Some(kind) = &query.kind {
+        bind(
+            "(kind = ? OR substr(kind, 1, length(?) + 1) = ? || ':')",
+            vec![
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+            ],
+        );
+    }
+    match query.answer.as_deref() {
+        None => {}
+        Some("failed") => bind(
+            "json_extract(completion_json, '$.error') IS NOT NULL",
+            vec![],
+        ),
+        Some("pending") => bind("completion_json IS NULL", vec![]),
+        Some(answer) => bind("answer_kind = ?", vec![Value::Text(answer.to_owned())]),
+    }
+    if let Some(sender) = &query.sender {
+        bind("from_user_name = ?", vec![Value::Text(sender.clone())]);
+    }
+    if let Some(text) = &query.text {
+        bind(
+            "instr(inbound_json, ?) > 0",
+            vec![Value::Text(text.clone())],
+        );
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
     } else {
-        query.limit
+        format!(" WHERE {}", clauses.join(" AND "))
     };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // One fixed statement per combination of filters, so that each can use its index.
-    let filter = match (&query.account, query.since_ms) {
-        (None, None) => "",
-        (Some(_), None) => " WHERE account = ?1",
-        (None, Some(_)) => " WHERE received_at_ms >= ?2",
-        (Some(_), Some(_)) => " WHERE account = ?1 AND received_at_ms >= ?2",
-    };
-    let sql = format!("{LIST_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?3");
+    // One row more than the page, to know whether another page follows.
+    values.push(Value::Integer(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    let sql = format!(
+        "{PAGE_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?{}",
+        values.len()
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
-    // Every variant mentions `?3`, so each takes all three parameters, used or not.
     let mut rows = statement
-        .query(params![query.account, query.since_ms, limit])
+        .query(rusqlite::params_from_iter(values))
         .map_err(backend)?;
     let mut entries = Vec::new();
+    let mut last = None;
     while let Some(row) = rows.next().map_err(backend)? {
-        entries.push(entry_from_row(row)?);
+        if entries.len() == limit {
+            return Ok(InboxPage {
+                entries,
+                next: last,
+            });
+        }
+        let entry = entry_from_row(row)?;
+        last = Some(InboxCursor {
+            received_at_ms: entry.received_at_ms,
+            seq: row.get(11).map_err(backend)?,
+        });
+        entries.push(entry);
     }
-    Ok(entries)
+    Ok(InboxPage {
+        entries,
+        next: None,
+    })
+}
+
+/// Reads the latest row of one key.
+fn get_entry(conn: &Connection, key: &KeyText) -> Result<Option<InboxEntry>, StoreError> {
+    let sql = format!(
+        "{LIST_COLUMNS} WHERE key_order = ?1 AND key_hash = ?2 AND account = ?3 AND dedup_key = ?4
+         ORDER BY id DESC LIMIT 1"
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = statement.query(key.params()).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => Ok(Some(entry_from_row(row)?)),
+        None => Ok(None),
+    }
 }
 
 /// Decodes one row of [`LIST_COLUMNS`].
