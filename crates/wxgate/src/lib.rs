@@ -9,6 +9,7 @@
 //! crate; this crate is the I/O shell around it. See ARCHITECTURE.md for the code map.
 
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod forward;
 pub mod gateway;
