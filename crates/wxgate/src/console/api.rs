@@ -22,6 +22,7 @@ use wechat_proto::{Inbound, ReplyTarget};
 
 use super::series::unix_seconds;
 use super::{mask_openid, Console};
+use crate::config::Policy;
 use crate::gateway::{Account, Gateway};
 use crate::push::DeliveryState;
 use crate::store::{InboxCursor, InboxEntry, InboxQuery, StoreError, StoreKey};
@@ -297,8 +298,8 @@ async fn detail(gateway: &Gateway, account: &Account, entry: &InboxEntry) -> Val
         dedup,
     });
     let push = match &key {
-        Some(key) => push_state(gateway, key).await,
-        None => None,
+        Some(key) if account.config.policy == Policy::Push => push_state(gateway, key).await,
+        _ => None,
     };
     let summary_row = row(entry);
     json!({

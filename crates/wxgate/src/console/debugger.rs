@@ -188,13 +188,15 @@ pub async fn send(
     let argv = command_line(&fields, account_flags(&console, &fields)?)?;
     let args = SendCommand::try_parse_from(&argv)
         .map_err(|e| {
-            // clap's first line says what is wrong; the usage lines name CLI flags.
+            // clap's lines before the usage say what is wrong.
             let text = e.to_string();
-            bad(text
+            let what: Vec<&str> = text
                 .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: "))
+                .take_while(|line| !line.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect();
+            bad(what.join(" ").trim_start_matches("error: "))
         })?
         .args;
     let _slot = console
