@@ -145,7 +145,6 @@ async fn the_console_in_a_real_browser() {
         "{rotation}"
     );
     wait_for(&browser, Locator::Css("#charts figure svg polyline")).await;
-    screenshot(&browser, "overview").await;
 
     // The inbox in this tab, marked so that a reload would show.
     browser
@@ -302,6 +301,15 @@ async fn the_console_in_a_real_browser() {
         "{failed}"
     );
     screenshot(&browser, "debugger-failure").await;
+
+    // The overview's charts count what was sent (they refresh every 5 s).
+    browser.goto(&format!("{base}/console/")).await.unwrap();
+    wait_for(
+        &browser,
+        Locator::XPath("//figure[figcaption[starts-with(., 'Answers by kind')]]//span[starts-with(., 'replied')]"),
+    )
+    .await;
+    screenshot(&browser, "overview").await;
 
     // Log out: the console is closed again.
     browser

@@ -285,6 +285,7 @@ function chart(title, points, series) {
   const max = Math.max(1e-9, ...points.flatMap((p) => series.map((s) => s.value(p))));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", title);
   for (const s of series) {
