@@ -389,13 +389,10 @@ async fn one_message_in_detail() {
         )
         .await
         .json();
-    assert_eq!(
-        report["outcome"]["follower_sees"]
-            .as_str()
-            .unwrap()
-            .contains("detail me"),
-        true
-    );
+    assert!(report["outcome"]["follower_sees"]
+        .as_str()
+        .unwrap()
+        .contains("detail me"));
     let list = client
         .get_bearer("/console/api/messages?account=safe")
         .await

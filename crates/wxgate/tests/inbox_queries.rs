@@ -11,18 +11,21 @@ use wxgate::store::{AnswerKind, Completion, InboxQuery, NewMessage, Store, Store
 
 const T0: i64 = 1_700_000_000_000;
 
-/// Six messages on two accounts: (account, sender, msg id, kind, content, received, outcome).
+/// One stored message: account, sender, msg id, kind, content, received, answer, error.
+type Row = (
+    &'static str,
+    &'static str,
+    u64,
+    &'static str,
+    &'static str,
+    i64,
+    Option<AnswerKind>,
+    Option<&'static str>,
+);
+
+/// Seven messages on two accounts.
 async fn fill(store: &dyn Store) {
-    let rows: [(
-        &str,
-        &str,
-        u64,
-        &str,
-        &str,
-        i64,
-        Option<AnswerKind>,
-        Option<&str>,
-    ); 7] = [
+    let rows: [Row; 7] = [
         (
             "a",
             "oAlice",

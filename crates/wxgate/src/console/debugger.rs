@@ -72,7 +72,7 @@ fn command_line(
         .as_deref()
         .map(|name| {
             command
-                .find_subcommand(&name.replace('_', "-"))
+                .find_subcommand(name.replace('_', "-"))
                 .ok_or_else(|| bad(format!("kind {name:?} is not one `wxgate sim send` knows")))
         })
         .transpose()?;
