@@ -88,9 +88,19 @@ fn shots() -> PathBuf {
     dir
 }
 
+/// Saves the screenshot and reports the page's load time (navigation start to the load
+/// event), a figure for the record, not an assertion.
 async fn screenshot(browser: &Client, name: &str) {
     let png = browser.screenshot().await.unwrap();
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+    let load = browser
+        .execute(
+            "const n = performance.getEntriesByType('navigation')[0]; return n ? n.loadEventEnd - n.startTime : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eprintln!("console page {name}: loaded in {load} ms");
 }
 
 async fn wait_for(browser: &Client, locator: Locator<'_>) -> fantoccini::elements::Element {
