@@ -439,6 +439,12 @@ echo = true
             accounts.push(account);
         }
         let console = validate_console(&raw.console)?;
+        if console.as_ref().and_then(|c| c.listen) == Some(listen) {
+            return Err(ConfigError::new(
+                "console.listen",
+                "is the webhook's own address; leave it out to share that address",
+            ));
+        }
         Ok(Config {
             console,
             listen,
@@ -1009,6 +1015,13 @@ mod tests {
             "console.listen"
         );
         assert_eq!(check(&enabled("bogus = 1"), &[]), "config");
+        assert_eq!(
+            check(
+                &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8080\""),
+                &[]
+            ),
+            "console.listen"
+        );
         let env = [("WXGATE_CONSOLE_TOKEN", "from-the-environment")];
         let config = Config::from_toml(
             &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8081\""),

@@ -104,6 +104,20 @@ async fn auth_guards_every_route() {
         )
         .await;
     assert_eq!(response.status, 401);
+    // A login posted from another site is refused, even with the right token.
+    let cross_site = client
+        .request(
+            "POST",
+            "/console/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", "http://evil.example"),
+            ],
+            Some(format!("token={CONSOLE_TOKEN}")),
+        )
+        .await;
+    assert_eq!(cross_site.status, 403);
+    assert!(cross_site.header("set-cookie").is_none());
     // The login page and the assets need nothing.
     assert_eq!(
         client
@@ -906,7 +920,36 @@ async fn no_response_contains_a_secret() {
             None,
         )
         .await;
-    let seen = client.seen.lock().unwrap().clone();
+    // The event stream, up to its first event.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut stream = http
+        .get(format!("{}/console/api/events", running.base))
+        .bearer_auth(CONSOLE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    client
+        .post_bearer(
+            "/console/api/sim/send",
+            send_text("safe", "streamed", "oScan0000000000000000000001"),
+        )
+        .await;
+    let mut events = String::new();
+    while !events.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let mut seen = client.seen.lock().unwrap().clone();
+    seen.push(Seen {
+        status: 200,
+        headers: String::new(),
+        body: events,
+    });
     assert!(seen.len() >= 30, "{}", seen.len());
     for response in &seen {
         for secret in SECRETS {

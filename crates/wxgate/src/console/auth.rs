@@ -253,7 +253,16 @@ pub struct LoginForm {
 }
 
 /// `POST /console/login`: a session cookie for the right token.
-pub async fn login(State(console): State<Arc<Console>>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    // A login posted from another site would sign this browser in to the attacker's idea
+    // of the console; only the console's own page may post it.
+    if !same_origin(&headers) {
+        return ConsoleError::Csrf.into_response();
+    }
     if let Err(wait) = console.limiter.check() {
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
