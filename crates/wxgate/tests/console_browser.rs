@@ -9,12 +9,15 @@
 
 mod console_support;
 
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use console_support::*;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
 use serde_json::json;
 
 /// The bound of every wait.
@@ -119,25 +122,39 @@ async fn the_console_in_a_real_browser() {
     let broken = broken_webhook().await;
     let driver = Driver::start().await;
     let browser = driver.browser().await;
-    let base = &running.base;
+    let walked = AssertUnwindSafe(walk(&browser, &running.base, broken))
+        .catch_unwind()
+        .await;
+    // The session ends (and Chromium with it) whether or not a step failed.
+    if let Err(e) = browser.close().await {
+        eprintln!("closing the browser session: {e}");
+    }
+    drop(driver);
+    if let Err(panic) = walked {
+        std::panic::resume_unwind(panic);
+    }
+    running.shutdown().await;
+}
 
+/// Every step, as a person would take them.
+async fn walk(browser: &Client, base: &str, broken: SocketAddr) {
     // Log in, with the keyboard: the console sends to the login page first.
     browser
         .goto(&format!("{base}/console/inbox"))
         .await
         .unwrap();
-    let token = wait_for(&browser, Locator::Css("input#token")).await;
+    let token = wait_for(browser, Locator::Css("input#token")).await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/console/login"
     );
-    screenshot(&browser, "login").await;
+    screenshot(browser, "login").await;
     token
         .send_keys(&format!("{CONSOLE_TOKEN}\u{E007}"))
         .await
         .unwrap();
     wait_for(
-        &browser,
+        browser,
         Locator::XPath("//table[@id='accounts']//td[text()='safe']"),
     )
     .await;
@@ -154,7 +171,7 @@ async fn the_console_in_a_real_browser() {
         rotation.contains("安全模式 safe") && rotation.contains("rotating"),
         "{rotation}"
     );
-    wait_for(&browser, Locator::Css("#charts figure svg polyline")).await;
+    wait_for(browser, Locator::Css("#charts figure svg polyline")).await;
 
     // The inbox in this tab, marked so that a reload would show.
     browser
@@ -162,7 +179,7 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     wait_for(
-        &browser,
+        browser,
         Locator::XPath("//span[@id='live' and contains(., 'live')]"),
     )
     .await;
@@ -182,7 +199,7 @@ async fn the_console_in_a_real_browser() {
         .goto(&format!("{base}/console/debugger"))
         .await
         .unwrap();
-    wait_for(&browser, Locator::Css("#f-account"))
+    wait_for(browser, Locator::Css("#f-account"))
         .await
         .select_by_value("safe")
         .await
@@ -200,22 +217,22 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let verdict = wait_for(&browser, Locator::Css("#verdict.ok")).await;
+    let verdict = wait_for(browser, Locator::Css("#verdict.ok")).await;
     let verdict = verdict.text().await.unwrap();
     assert!(verdict.contains("OK"), "{verdict}");
     assert!(verdict.contains("hello from the browser 你好"), "{verdict}");
-    let decrypted = wait_for(&browser, Locator::Css("pre[aria-label='Decrypted reply']")).await;
+    let decrypted = wait_for(browser, Locator::Css("pre[aria-label='Decrypted reply']")).await;
     let decrypted = decrypted.text().await.unwrap();
     assert!(
         decrypted.contains("<Content><![CDATA[hello from the browser 你好]]></Content>"),
         "{decrypted}"
     );
-    screenshot(&browser, "debugger").await;
+    screenshot(browser, "debugger").await;
 
     // Back in the inbox: the message arrived through the event stream, no reload.
     browser.switch_to_window(inbox_tab).await.unwrap();
     let row = "//table[@id='messages']//tr[td[contains(@class,'summary') and contains(., 'hello from the browser')]]";
-    wait_for(&browser, Locator::XPath(row)).await;
+    wait_for(browser, Locator::XPath(row)).await;
     let marker = browser
         .execute("return window.__notReloaded;", vec![])
         .await
@@ -232,9 +249,9 @@ async fn the_console_in_a_real_browser() {
         row_text.contains("safe") && row_text.contains("replied"),
         "{row_text}"
     );
-    screenshot(&browser, "inbox").await;
+    screenshot(browser, "inbox").await;
     browser.set_window_size(390, 844).await.unwrap();
-    screenshot(&browser, "inbox-phone").await;
+    screenshot(browser, "inbox-phone").await;
     browser.set_window_size(1280, 1000).await.unwrap();
 
     // Its detail.
@@ -245,7 +262,7 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let handler = wait_for(&browser, Locator::Css("#handler")).await;
+    let handler = wait_for(browser, Locator::Css("#handler")).await;
     assert!(handler.text().await.unwrap().contains("ok"));
     let xml = browser
         .find(Locator::Css("pre[aria-label='Message XML']"))
@@ -263,7 +280,7 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     assert!(attempts.contains("replied on attempt 1"), "{attempts}");
-    screenshot(&browser, "message").await;
+    screenshot(browser, "message").await;
 
     // A broken webhook: a failing verdict that says why.
     browser.switch_to_window(debugger_tab).await.unwrap();
@@ -302,7 +319,7 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let failed = wait_for(&browser, Locator::Css("#verdict.fail")).await;
+    let failed = wait_for(browser, Locator::Css("#verdict.fail")).await;
     let failed = failed.text().await.unwrap();
     assert!(failed.contains("FAILED"), "{failed}");
     assert!(failed.contains("该公众号暂时无法提供服务"), "{failed}");
@@ -310,16 +327,16 @@ async fn the_console_in_a_real_browser() {
         failed.contains("because") && failed.contains("XML"),
         "{failed}"
     );
-    screenshot(&browser, "debugger-failure").await;
+    screenshot(browser, "debugger-failure").await;
 
     // The overview's charts count what was sent (they refresh every 5 s).
     browser.goto(&format!("{base}/console/")).await.unwrap();
     wait_for(
-        &browser,
+        browser,
         Locator::XPath("//figure[figcaption[starts-with(., 'Answers by kind')]]//span[starts-with(., 'replied')]"),
     )
     .await;
-    screenshot(&browser, "overview").await;
+    screenshot(browser, "overview").await;
 
     // Log out: the console is closed again.
     browser
@@ -329,18 +346,14 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    wait_for(&browser, Locator::Css("input#token")).await;
+    wait_for(browser, Locator::Css("input#token")).await;
     browser
         .goto(&format!("{base}/console/inbox"))
         .await
         .unwrap();
-    wait_for(&browser, Locator::Css("input#token")).await;
+    wait_for(browser, Locator::Css("input#token")).await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/console/login"
     );
-
-    browser.close().await.unwrap();
-    drop(driver);
-    running.shutdown().await;
 }
