@@ -65,7 +65,23 @@ pub struct Config {
     pub store: StoreConfig,
     /// The accounts, each served at `/wx/{name}`.
     pub accounts: Vec<AccountConfig>,
+    /// The web console, when `[console] enabled = true`.
+    pub console: Option<ConsoleConfig>,
 }
+
+/// The web console (`[console]`): served only when enabled, always behind its token.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The admin token: typed on the login page, or sent as `Authorization: Bearer`.
+    pub token: Secret,
+    /// Its own address (e.g. `127.0.0.1:8081`), so that it never faces the internet beside
+    /// the webhook; `None` serves it under `/console/` on the webhook's address.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The shortest console token accepted: long enough that the rate-limited login page
+/// cannot be guessed through.
+pub const MIN_CONSOLE_TOKEN_LEN: usize = 16;
 
 /// The store backend and its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +280,16 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    enabled: Option<bool>,
+    token: Option<String>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,7 +439,15 @@ echo = true
             }
             accounts.push(account);
         }
+        let console = validate_console(&raw.console)?;
+        if console.as_ref().and_then(|c| c.listen) == Some(listen) {
+            return Err(ConfigError::new(
+                "console.listen",
+                "is the webhook's own address; leave it out to share that address",
+            ));
+        }
         Ok(Config {
+            console,
             listen,
             body_limit,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
@@ -441,6 +475,9 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
     }
     if let Some(format) = env.get("WXGATE_LOG_FORMAT") {
         raw.log_format = Some(format.clone());
+    }
+    if let Some(token) = env.get("WXGATE_CONSOLE_TOKEN") {
+        raw.console.token = Some(token.clone());
     }
     for account in &mut raw.accounts {
         let Some(name) = &account.name else { continue };
@@ -471,6 +508,7 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
             "WXGATE_LOG_FORMAT",
             "WXGATE_CONFIG",
             "WXGATE_LOG",
+            "WXGATE_CONSOLE_TOKEN",
         ]
         .contains(&key.as_str())
             || key.starts_with("WXGATE_ACCOUNT_");
@@ -479,6 +517,41 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// `[console]`: off unless enabled; when enabled, a token of at least
+/// [`MIN_CONSOLE_TOKEN_LEN`] printable characters is required.
+fn validate_console(raw: &RawConsole) -> Result<Option<ConsoleConfig>, ConfigError> {
+    if raw.enabled != Some(true) {
+        return Ok(None);
+    }
+    let token = raw.token.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            "console.token",
+            "required when the console is enabled (or set WXGATE_CONSOLE_TOKEN)",
+        )
+    })?;
+    if token.chars().count() < MIN_CONSOLE_TOKEN_LEN
+        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::new(
+            "console.token",
+            format!("must be at least {MIN_CONSOLE_TOKEN_LEN} printable characters without spaces"),
+        ));
+    }
+    let listen = raw
+        .listen
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                ConfigError::new("console.listen", format!("{text:?} is not host:port"))
+            })
+        })
+        .transpose()?;
+    Ok(Some(ConsoleConfig {
+        token: Secret::new(token),
+        listen,
+    }))
 }
 
 fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
@@ -985,6 +1058,42 @@ mod tests {
         // The AppSecret may come from the environment.
         let env = [("WXGATE_ACCOUNT_A_APP_SECRET", "from-env")];
         assert_eq!(check(&account("policy = \"push\""), &env), "ok");
+    }
+
+    #[test]
+    fn the_console_is_off_by_default_and_needs_a_token() {
+        let off = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        assert!(off.console.is_none());
+        let enabled = |extra: &str| format!("[console]\nenabled = true\n{extra}\n{}", account(""));
+        assert_eq!(check(&enabled(""), &[]), "console.token");
+        assert_eq!(check(&enabled("token = \"short\""), &[]), "console.token");
+        assert_eq!(
+            check(
+                &enabled("token = \"0123456789abcdef\"\nlisten = \"nope\""),
+                &[]
+            ),
+            "console.listen"
+        );
+        assert_eq!(check(&enabled("bogus = 1"), &[]), "config");
+        assert_eq!(
+            check(
+                &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8080\""),
+                &[]
+            ),
+            "console.listen"
+        );
+        let env = [("WXGATE_CONSOLE_TOKEN", "from-the-environment")];
+        let config = Config::from_toml(
+            &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8081\""),
+            &env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let console = config.console.unwrap();
+        assert_eq!(console.token.expose(), "from-the-environment");
+        assert_eq!(console.listen.unwrap().to_string(), "127.0.0.1:8081");
+        assert_eq!(format!("{:?}", console.token), "Secret(<redacted>)");
     }
 
     #[test]

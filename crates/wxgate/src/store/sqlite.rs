@@ -62,8 +62,8 @@ use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::memory::duration_ms;
 use super::{
     AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
-    Inbox, InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
-    StoreKey,
+    Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
+    Retention, Store, StoreError, StoreKey,
 };
 use crate::clock::{SystemClock, WallClock};
 
@@ -305,6 +305,15 @@ impl SqliteStore {
         self.write(|respond| Op::Barrier { respond }).await
     }
 
+    /// Waits for the row updates queued so far: they are written behind the live state,
+    /// and a read must show every write acknowledged before it. When writes fail, the read
+    /// still shows what is durable.
+    async fn settle_writes(&self) {
+        if let Err(error) = self.barrier().await {
+            tracing::debug!(%error, "reading the inbox while writes fail");
+        }
+    }
+
     /// Runs one read on the read connection, off the async workers.
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
     where
@@ -454,15 +463,18 @@ impl Deferrals for SqliteStore {
 
 #[async_trait]
 impl Inbox for SqliteStore {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        // Row updates are written behind the live state; wait for those queued so far, so
-        // that the listing shows every write acknowledged before it. When writes fail the
-        // listing still shows what is durable.
-        if let Err(error) = self.barrier().await {
-            tracing::debug!(%error, "listing the inbox while writes fail");
-        }
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        self.settle_writes().await;
         let query = query.clone();
         self.read(move |conn| list_entries(conn, &query)).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        let Some(key) = key_text(account, dedup_key) else {
+            return Ok(None);
+        };
+        self.settle_writes().await;
+        self.read(move |conn| get_entry(conn, &key)).await
     }
 }
 
@@ -649,9 +661,16 @@ impl fmt::Debug for SqliteReader {
 
 #[async_trait]
 impl Inbox for SqliteReader {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
         let query = query.clone();
         read_on(&self.conn, move |conn| list_entries(conn, &query)).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        let Some(key) = key_text(account, dedup_key) else {
+            return Ok(None);
+        };
+        read_on(&self.conn, move |conn| get_entry(conn, &key)).await
     }
 }
 
@@ -675,6 +694,16 @@ impl KeyText {
     fn params(&self) -> [&dyn rusqlite::ToSql; 4] {
         [&self.order, &self.hash, &self.account, &self.dedup]
     }
+}
+
+/// The key columns of a message named by its account and dedup key text; `None` for a
+/// text that is no dedup key (then nothing was stored under it).
+fn key_text(account: &str, dedup_key: &str) -> Option<KeyText> {
+    let dedup = dedup_key.parse::<DedupKey>().ok()?;
+    Some(KeyText::new(&StoreKey {
+        account: account.to_owned(),
+        dedup,
+    }))
 }
 
 /// Takes the exclusive lock that makes this process the file's only writer.
@@ -800,27 +829,133 @@ fn key_hash(account: &str, dedup: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// Reads the inbox entries `query` asks for, newest first.
-fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-    let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
-    // One fixed statement per combination of filters, so that each can use its index.
-    let filter = match (&query.account, query.since_ms) {
-        (None, None) => "",
-        (Some(_), None) => " WHERE account = ?1",
-        (None, Some(_)) => " WHERE received_at_ms >= ?2",
-        (Some(_), Some(_)) => " WHERE account = ?1 AND received_at_ms >= ?2",
+/// The columns of [`LIST_COLUMNS`] followed by the row id, which pages use as the
+/// tie-breaking sequence of a cursor.
+const PAGE_COLUMNS: &str = "SELECT account, dedup_key, from_user_name, kind, inbound_json,
+    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, id
+    FROM inbox";
+
+/// Reads one page of the inbox entries `query` asks for, newest first.
+///
+/// The statement is assembled from fixed fragments, one per filter that is set, with the
+/// values always bound as parameters. Time filters and the cursor use the
+/// `(received_at_ms)` and `(account, received_at_ms)` indexes; the other filters are
+/// checked on the rows the scan visits, which is what a console listing needs.
+fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+    let limit = query.effective_limit();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |clause: &str, bound: Vec<rusqlite::types::Value>| {
+        // Each fragment names its parameters `?` in order; number them here.
+        let mut numbered = String::new();
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                values.push(bound[i - 1].clone());
+                numbered.push_str(&format!("?{}", values.len()));
+            }
+            numbered.push_str(part);
+        }
+        clauses.push(numbered);
     };
-    let sql = format!("{LIST_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?3");
+    use rusqlite::types::Value;
+    if let Some(account) = &query.account {
+        bind("account = ?", vec![Value::Text(account.clone())]);
+    }
+    if let Some(since_ms) = query.since_ms {
+        bind("received_at_ms >= ?", vec![Value::Integer(since_ms)]);
+    }
+    if let Some(until_ms) = query.until_ms {
+        bind("received_at_ms <= ?", vec![Value::Integer(until_ms)]);
+    }
+    if let Some(before) = query.before {
+        bind(
+            "(received_at_ms < ? OR (received_at_ms = ? AND id < ?))",
+            vec![
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.seq),
+            ],
+        );
+    }
+    if let Some(kind) = &query.kind {
+        bind(
+            "(kind = ? OR substr(kind, 1, length(?) + 1) = ? || ':')",
+            vec![
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+            ],
+        );
+    }
+    match query.answer.as_deref() {
+        None => {}
+        Some("failed") => bind(
+            "json_extract(completion_json, '$.error') IS NOT NULL",
+            vec![],
+        ),
+        Some("pending") => bind("completion_json IS NULL", vec![]),
+        Some(answer) => bind("answer_kind = ?", vec![Value::Text(answer.to_owned())]),
+    }
+    if let Some(sender) = &query.sender {
+        bind("from_user_name = ?", vec![Value::Text(sender.clone())]);
+    }
+    if let Some(text) = &query.text {
+        bind(
+            "instr(inbound_json, ?) > 0",
+            vec![Value::Text(text.clone())],
+        );
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    // One row more than the page, to know whether another page follows.
+    values.push(Value::Integer(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    let sql = format!(
+        "{PAGE_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?{}",
+        values.len()
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
-    // Every variant mentions `?3`, so each takes all three parameters, used or not.
     let mut rows = statement
-        .query(params![query.account, query.since_ms, limit])
+        .query(rusqlite::params_from_iter(values))
         .map_err(backend)?;
     let mut entries = Vec::new();
+    let mut last = None;
     while let Some(row) = rows.next().map_err(backend)? {
-        entries.push(entry_from_row(row)?);
+        if entries.len() == limit {
+            return Ok(InboxPage {
+                entries,
+                next: last,
+            });
+        }
+        let entry = entry_from_row(row)?;
+        last = Some(InboxCursor {
+            received_at_ms: entry.received_at_ms,
+            seq: row.get(11).map_err(backend)?,
+        });
+        entries.push(entry);
     }
-    Ok(entries)
+    Ok(InboxPage {
+        entries,
+        next: None,
+    })
+}
+
+/// Reads the latest row of one key.
+fn get_entry(conn: &Connection, key: &KeyText) -> Result<Option<InboxEntry>, StoreError> {
+    let sql = format!(
+        "{LIST_COLUMNS} WHERE key_order = ?1 AND key_hash = ?2 AND account = ?3 AND dedup_key = ?4
+         ORDER BY id DESC LIMIT 1"
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = statement.query(key.params()).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => Ok(Some(entry_from_row(row)?)),
+        None => Ok(None),
+    }
 }
 
 /// Decodes one row of [`LIST_COLUMNS`].

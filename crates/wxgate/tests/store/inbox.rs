@@ -108,6 +108,7 @@ pub async fn list_filters_and_orders(open: Opener) {
             account: Some("a".to_owned()),
             since_ms: Some(T0 + 2_000),
             limit: 0,
+            ..InboxQuery::default()
         })
         .await,
         vec![a(3_000), a(2_000)]
