@@ -187,6 +187,10 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         .metrics
         .live_claims
         .set(i64::try_from(stats.live_claims).unwrap_or(i64::MAX));
+    gateway
+        .metrics
+        .inbox_pruned
+        .set(i64::try_from(stats.pruned).unwrap_or(i64::MAX));
     (
         StatusCode::OK,
         [(
