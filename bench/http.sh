@@ -6,8 +6,9 @@
 # Usage: bench/http.sh            (from anywhere; about two minutes with the defaults)
 # Environment knobs: DURATION (seconds measured per run, default 8), WARMUP (default 1),
 # CONNECTIONS (default "16 64"), STORE (the backends to run, default "sqlite memory"),
-# WXGATE (a wxgate binary to measure instead of building this checkout's, e.g. an older
-# build for a before/after in one run), CARGO_TARGET_DIR (as cargo uses it).
+# WXGATE and FLOOR (binaries to measure instead of building this checkout's, e.g. an older
+# build for a before/after in one run; nothing is built when both are given),
+# CARGO_TARGET_DIR (as cargo uses it).
 #
 # It talks only to 127.0.0.1, writes only to a temporary directory, and stops exactly the
 # processes it started (by PID, on any exit). With two or more CPUs and `taskset`, the
@@ -22,10 +23,12 @@ STORE=${STORE:-"sqlite memory"}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 APP_ID=wxbench0123456789
 
-echo "== building (release)"
-cargo build --release --quiet -p wxgate --bin wxgate --example floor
+if [ -z "${WXGATE:-}" ] || [ -z "${FLOOR:-}" ]; then
+  echo "== building (release)"
+  cargo build --release --quiet -p wxgate --bin wxgate --example floor
+fi
 WXGATE=$(realpath "${WXGATE:-$TARGET_DIR/release/wxgate}")
-FLOOR=$(realpath "$TARGET_DIR/release/examples/floor")
+FLOOR=$(realpath "${FLOOR:-$TARGET_DIR/release/examples/floor}")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wxgate-bench.XXXXXX")
 SERVER_PID=""

@@ -11,8 +11,9 @@
 //!   retry is answered from memory and costs no statement of its own.
 //! - **One writer thread** owns the only writing connection (see `writer`): inserts are
 //!   group-committed and answered after the commit; row updates (completion, answer,
-//!   attempts, deferral) are merged per row and written with the next commit, so that the
-//!   common message costs one insert and one update. An update that cannot be written is
+//!   attempts, deferral) are buffered without waking the writer, merged per row and written
+//!   with the next commit (within 100 ms when idle), so that the common message costs one
+//!   insert and one update, in shared transactions. An update that cannot be written is
 //!   kept and retried until it is, and [`Store::health`] reports the store degraded.
 //! - **Reads** (`list`, the outbox's state) use a second connection in `spawn_blocking`;
 //!   WAL lets it read while the writer writes.
@@ -77,6 +78,10 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// The size the WAL file is cut back to after a checkpoint reset it, in bytes.
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
+/// The WAL length, in frames (pages of 4 KiB), past which the checkpointer has the WAL
+/// rewound: 1024 frames, so the WAL stays around 4 MiB.
+const WAL_RESTART_FRAMES: i64 = 1024;
+
 /// When a commit counts as durable. See the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Synchronous {
@@ -140,6 +145,8 @@ struct Shared {
     pruned: AtomicU64,
     /// How many row updates wait to become durable, and the last failure.
     degraded: Mutex<Option<(usize, String)>>,
+    /// Row updates made since the writer's last batch.
+    updates: Mutex<Vec<RowUpdate>>,
 }
 
 impl Shared {
@@ -156,6 +163,10 @@ impl Shared {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |messages| {
                 Some(messages.saturating_sub(removed))
             });
+    }
+
+    fn take_updates(&self) -> Vec<RowUpdate> {
+        std::mem::take(&mut *lock(&self.updates))
     }
 
     fn set_degraded(&self, degraded: Option<(usize, String)>) {
@@ -290,9 +301,14 @@ impl SqliteStore {
         response.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues a row update; it is written with the next commit and never answered.
+    /// Buffers a row update for the writer, without waking it: it is written with the next
+    /// commit (see `writer`) and never answered.
     fn update(&self, update: RowUpdate) -> Result<(), StoreError> {
-        self.send(Op::Update(update))
+        if self.ops.is_none() {
+            return Err(StoreError::Closed);
+        }
+        lock(&self.shared.updates).push(update);
+        Ok(())
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -792,8 +808,7 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                {
+                if let Err(error) = checkpoint(&conn) {
                     tracing::warn!(%error, "sqlite checkpoint failed");
                 }
             }
@@ -802,6 +817,21 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             StoreError::Backend(format!("cannot start the sqlite checkpointer: {error}"))
         })?;
     Ok((stop, thread))
+}
+
+/// One round of the checkpointer. A passive checkpoint copies the WAL into the database
+/// file beside the writer, but under steady load the writer always appends new frames
+/// while it runs, so the WAL is never found fully copied and never rewound: it grew to
+/// hundreds of megabytes in a benchmark. So once it holds [`WAL_RESTART_FRAMES`], a
+/// `RESTART` checkpoint follows: it holds the writer back only while it copies the frames
+/// written during the passive pass and syncs, and makes the next commit rewind the WAL
+/// (which `journal_size_limit` then cuts back).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= WAL_RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// Runs one read on `conn`, off the async workers.
