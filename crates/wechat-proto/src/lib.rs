@@ -5,6 +5,9 @@
 //! arguments, so every function has a known-answer test (see `tests/vectors.rs`).
 //!
 //! The layers, from the wire inwards:
+//! - [`auth`]: request authentication for one configured [`Endpoint`] — the typed
+//!   [`Query`], the signature, the timestamp window (`now` is an argument), the
+//!   configured mode, key rotation and the AppID — with one [`AuthError`].
 //! - [`signature`]: `signature` and `msg_signature` (SHA1 over sorted parts), compared in
 //!   constant time.
 //! - [`key`] and [`crypto`]: the EncodingAESKey and the WXBizMsgCrypt scheme (AES-256-CBC,
@@ -17,6 +20,7 @@
 //!
 //! Every error reports the official WXBizMsgCrypt code through [`ErrorCode`].
 
+pub mod auth;
 pub mod crypto;
 pub mod dedup;
 pub mod envelope;
@@ -27,6 +31,9 @@ pub mod reply;
 pub mod signature;
 pub mod xml;
 
+pub use auth::{
+    AuthError, Authenticated, Endpoint, Freshness, KeyUsed, Mode, Query, QueryError, Refusal,
+};
 pub use crypto::{CryptoError, MessageCipher, Plaintext};
 pub use dedup::{DedupKey, ParseDedupKeyError};
 pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope, RequestEnvelopeRef};
