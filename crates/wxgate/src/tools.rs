@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use wechat_proto::{
-    AesKey, AppId, EncryptedReply, ErrorCode, Inbound, MessageCipher, Reply, RequestEnvelope,
-    Signature, Token,
+    AesKey, AppId, EncryptedReply, ErrorCode, Inbound, MessageCipher, Query, Reply,
+    RequestEnvelope, Signature, Token,
 };
 
 use crate::config::StoreConfig;
@@ -186,39 +186,6 @@ pub struct DecryptReport {
     pub error: Option<OfficialError>,
 }
 
-/// The query parameters of a captured request.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query
-        .trim_start_matches('?')
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value))
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Decrypts a captured `Encrypt`, request body or encrypted reply.
 pub fn decrypt(args: &DecryptArgs) -> Result<DecryptReport, ToolError> {
     let mut report = DecryptReport {
@@ -285,11 +252,15 @@ pub fn decrypt(args: &DecryptArgs) -> Result<DecryptReport, ToolError> {
         }
     };
     if let Some(query) = &args.query {
-        let get = |name: &str| {
-            query_param(query, name)
-                .ok_or_else(|| ToolError::Usage(format!("--query has no {name}")))
+        let query = Query::parse(query).map_err(|e| ToolError::Usage(format!("--query: {e}")))?;
+        let get = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| ToolError::Usage(format!("--query has no {name}")))
         };
-        signed = Some((get("timestamp")?, get("nonce")?, get("msg_signature")?));
+        signed = Some((
+            get(query.timestamp, "timestamp")?,
+            get(query.nonce, "nonce")?,
+            get(query.msg_signature, "msg_signature")?,
+        ));
     }
     if let Some(token) = &token {
         match &signed {
@@ -697,18 +668,6 @@ mod tests {
         assert!(parse_since("-5m", now).is_err());
         assert!(parse_since("", now).is_err());
         assert!(parse_since("99999999999999999999d", now).is_err());
-    }
-
-    #[test]
-    fn query_parameters_are_decoded() {
-        let query = "signature=ab&timestamp=17&nonce=n%20x&msg_signature=cd%";
-        assert_eq!(query_param(query, "nonce").as_deref(), Some("n x"));
-        assert_eq!(query_param(query, "msg_signature").as_deref(), Some("cd%"));
-        assert_eq!(
-            query_param("?timestamp=1", "timestamp").as_deref(),
-            Some("1")
-        );
-        assert_eq!(query_param(query, "echostr"), None);
     }
 
     #[test]
