@@ -8,7 +8,8 @@
 //! `CreateTime` or `MsgType`, or a non-numeric `CreateTime`, `MsgId` or `Idx`) is an error.
 //!
 //! Parsing goes through the hardened reader of [`crate::xml`] and is lenient the way WeChat
-//! needs: CDATA is optional, unknown elements are ignored, text is kept byte for byte,
+//! needs: CDATA is optional, elements a typed kind does not model are kept in
+//! [`Inbound::extra`] (WeChat adds fields to existing events), text is kept byte for byte,
 //! `MsgId` and `MsgID` are both accepted, event names match case-insensitively, and a
 //! message whose typed numbers (coordinates, picture count) are missing or not numbers is
 //! kept as `Unknown` rather than rejected. Floats must be finite: `NaN`, `inf` or `1e400`
@@ -33,6 +34,9 @@
 //!   `scancode_push`, `templatesendjobfinish`, …) or `unknown` (then `event_name` holds
 //!   the wire value). The `MsgID` of the job-finish events is a job id, not a message id,
 //!   and travels as the string `job_id`.
+//! - `"extra"`, when a typed kind carried elements it does not model: the list of raw
+//!   elements ([`Inbound::extra`]), nested ones included, in the same
+//!   `{"name","text","children"}` form.
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {
@@ -75,6 +79,21 @@ pub struct Inbound {
     /// What was sent.
     #[cfg_attr(feature = "serde", serde(flatten))]
     pub kind: Kind,
+    /// The elements of a typed kind that its fields do not model, in document order,
+    /// nested ones included: WeChat adds fields to existing messages and events without
+    /// notice, and a typed kind must not lose them.
+    ///
+    /// An element the model did not read at all is kept whole. Of a container the model
+    /// did read (`ScanCodeInfo`, `SendPicsInfo`, …), an element of the same name is kept
+    /// holding only the parts it did not read. [`Inbound::to_xml`] writes these after the
+    /// modelled elements (a partial container becomes a second one), which reads back to
+    /// the same value. Always empty for [`Kind::Unknown`] and [`Event::Unknown`], whose
+    /// `fields` keep everything; header elements are never kept here.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub extra: Vec<Element>,
 }
 
 /// The fields common to every message and event.
@@ -548,6 +567,9 @@ impl Inbound {
         }
         if let Some(idx) = header.idx {
             w.uint_element("Idx", u64::from(idx));
+        }
+        for element in &self.extra {
+            w.element(element);
         }
         w.end("xml");
     }

@@ -291,14 +291,21 @@ fn inbound() -> impl Strategy<Value = Inbound> {
         opt_text(),
         prop::option::of(any::<u32>()),
         kind(),
+        fields(),
     )
         .prop_map(
-            |(to_user_name, from_user_name, create_time, msg_id, msg_data_id, idx, kind)| {
+            |(to_user_name, from_user_name, create_time, msg_id, msg_data_id, idx, kind, extra)| {
                 // Events carry no message id (see `Header::msg_id`).
                 let msg_id = if matches!(kind, Kind::Event(_)) {
                     None
                 } else {
                     msg_id
+                };
+                // An unknown kind keeps everything in its `fields`; only a typed kind has
+                // extra elements (see `Inbound::extra`).
+                let extra = match &kind {
+                    Kind::Unknown { .. } | Kind::Event(Event::Unknown { .. }) => Vec::new(),
+                    _ => extra,
                 };
                 Inbound {
                     header: Header {
@@ -310,6 +317,7 @@ fn inbound() -> impl Strategy<Value = Inbound> {
                         idx,
                     },
                     kind,
+                    extra,
                 }
             },
         )

@@ -42,6 +42,9 @@ struct Node<'a> {
     parent: usize,
     /// One past the index of the last element of this subtree.
     end: usize,
+    /// Whether a model took this element (its text, its number, or it as a container), so
+    /// that what no model took can be kept as raw extra elements.
+    used: bool,
 }
 
 impl<'a> Document<'a> {
@@ -120,8 +123,31 @@ impl<'a> Document<'a> {
     pub(crate) fn take_text(&mut self, index: usize) -> String {
         self.nodes
             .get_mut(index)
-            .map(|node| std::mem::take(&mut node.text).into_owned())
+            .map(|node| {
+                node.used = true;
+                std::mem::take(&mut node.text).into_owned()
+            })
             .unwrap_or_default()
+    }
+
+    /// Records that a model took element `index` (a number, or a container).
+    pub(crate) fn mark_used(&mut self, index: usize) {
+        if let Some(node) = self.nodes.get_mut(index) {
+            node.used = true;
+        }
+    }
+
+    /// Whether a model took element `index`: [`Document::take_text`] or
+    /// [`Document::mark_used`] was called for it.
+    pub(crate) fn is_used(&self, index: usize) -> bool {
+        self.nodes.get(index).is_some_and(|node| node.used)
+    }
+
+    /// Whether element `index` has child elements.
+    pub(crate) fn has_children(&self, index: usize) -> bool {
+        self.nodes
+            .get(index)
+            .is_some_and(|node| node.end > index + 1)
     }
 
     /// Moves the text of element `index` out, borrowed from the input when it was not
@@ -129,7 +155,10 @@ impl<'a> Document<'a> {
     pub(crate) fn take_text_cow(&mut self, index: usize) -> Cow<'a, str> {
         self.nodes
             .get_mut(index)
-            .map(|node| std::mem::take(&mut node.text))
+            .map(|node| {
+                node.used = true;
+                std::mem::take(&mut node.text)
+            })
             .unwrap_or_default()
     }
 
@@ -494,6 +523,7 @@ impl<'a> TreeBuilder<'a> {
             text: Cow::Borrowed(text),
             parent: self.current.unwrap_or(index),
             end: index + 1,
+            used: false,
         });
         Ok(index)
     }

@@ -7,7 +7,7 @@ use wechat_proto::inbound::{Event, Inbound, Kind};
 use wechat_proto::xml::{Element, Limits, ParseError};
 use wechat_proto::ErrorCode;
 
-use super::{check, check_round_trips, event, message, HEADER};
+use super::{check, check_round_trips, check_with_extra, event, message, HEADER};
 
 #[test]
 fn msg_id_is_accepted_in_both_spellings() {
@@ -487,11 +487,19 @@ fn non_finite_floats_are_not_numbers() {
 }
 
 #[test]
-fn unknown_elements_are_ignored() {
-    check(
+fn unknown_elements_are_kept_as_extra() {
+    check_with_extra(
         "<MsgType>text</MsgType><Extra><Deep>1</Deep></Extra><Content>x</Content><AgentID>1</AgentID>",
         None,
         Kind::Text { content: "x".into() },
+        vec![
+            Element {
+                name: "Extra".into(),
+                text: String::new(),
+                children: vec![Element::leaf("Deep", "1")],
+            },
+            Element::leaf("AgentID", "1"),
+        ],
     );
 }
 
