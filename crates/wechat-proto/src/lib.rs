@@ -16,7 +16,8 @@
 //! - [`inbound`]: the typed model of every message and event, parsed by the hardened
 //!   reader in [`xml`].
 //! - [`reply`]: the typed passive replies, written by the one CDATA-safe writer in [`xml`].
-//! - [`dedup`]: the key WeChat's retries share.
+//! - [`dedup`]: the key WeChat's retries share; [`ids`]: [`OpenId`] (masked in `Debug`
+//!   and `Display`) and [`MsgId`].
 //!
 //! Every error reports the official WXBizMsgCrypt code through [`ErrorCode`].
 
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod dedup;
 pub mod envelope;
 mod error;
+pub mod ids;
 pub mod inbound;
 pub mod key;
 pub mod reply;
@@ -38,6 +40,7 @@ pub use crypto::{CryptoError, MessageCipher, Plaintext};
 pub use dedup::{DedupKey, ParseDedupKeyError};
 pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope, RequestEnvelopeRef};
 pub use error::ErrorCode;
+pub use ids::{MaskedOpenId, MsgId, OpenId};
 pub use inbound::{Event, Header, Inbound, Kind};
 pub use key::{AesKey, AppId, KeyError, Token};
 pub use reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};

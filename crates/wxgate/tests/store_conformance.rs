@@ -536,7 +536,7 @@ mod suite {
         assert_eq!(entries.len(), 1);
         let entry = &entries[0];
         assert_eq!(entry.account, ACCOUNT);
-        assert_eq!(entry.dedup_key, key.dedup.to_string());
+        assert_eq!(entry.dedup_key, key.dedup.stable_text());
         assert_eq!(entry.from_user_name, first.from_user_name);
         assert_eq!(entry.kind, first.kind);
         assert_eq!(entry.inbound_json, first.inbound_json);
@@ -799,7 +799,7 @@ mod sqlite_only {
         assert_eq!(entries.len(), 2);
         let answered_entry = entries
             .iter()
-            .find(|entry| entry.dedup_key == answered.dedup.to_string())
+            .find(|entry| entry.dedup_key == answered.dedup.stable_text())
             .expect("the answered message is listed");
         assert_eq!(answered_entry.last_answer, Some((AnswerKind::Replied, 1)));
         assert_eq!(answered_entry.attempts, 2);

@@ -245,7 +245,7 @@ fn now_ms() -> i64 {
 impl Outbox for SqliteOutbox {
     async fn enqueue(&self, delivery: &Delivery) -> Result<bool, OutboxError> {
         let account = delivery.key.account.clone();
-        let dedup = delivery.key.dedup.to_string();
+        let dedup = delivery.key.dedup.stable_text();
         let to_user = delivery.to_user.clone();
         let created = delivery.created_at_ms;
         self.with(move |conn| {
@@ -300,7 +300,7 @@ impl Outbox for SqliteOutbox {
 
     async fn finish(&self, key: &StoreKey, state: &DeliveryState) -> Result<(), OutboxError> {
         let account = key.account.clone();
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let (state, reason) = state.columns();
         let reason = reason.map(str::to_owned);
         let finished = now_ms();
@@ -317,7 +317,7 @@ impl Outbox for SqliteOutbox {
 
     async fn state(&self, key: &StoreKey) -> Result<Option<DeliveryState>, OutboxError> {
         let account = key.account.clone();
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let row = self
             .with(move |conn| {
                 conn.query_row(

@@ -498,7 +498,7 @@ impl Drop for Registration<'_> {
 
 impl KeyText {
     fn new(key: &StoreKey) -> KeyText {
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let order = match &key.dedup {
             // The bits of the id as they are: only the ordering of nearby ids matters.
             DedupKey::Message { msg_id, .. } => i64::from_ne_bytes(msg_id.to_ne_bytes()),
