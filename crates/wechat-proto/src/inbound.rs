@@ -68,6 +68,9 @@ use crate::dedup::DedupKey;
 use crate::xml::{Document, Element, Limits, ParseError, XmlWriter};
 
 mod codec;
+mod tags;
+
+use tags::{EventTag, MsgTypeTag, EVENT_TABLE, MSG_TYPE_TABLE};
 
 /// One message or event pushed by WeChat, after decryption.
 #[derive(Debug, Clone, PartialEq)]
@@ -477,16 +480,11 @@ pub enum Event {
 }
 
 /// The wire `MsgType` values this crate types; any other value parses as [`Kind::Unknown`].
-pub const MSG_TYPES: [&str; 8] = [
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "event",
-];
+pub const MSG_TYPES: [&str; 8] = tags::names(&MSG_TYPE_TABLE);
+
+/// The wire `Event` values this crate types, in WeChat's spelling (matched
+/// case-insensitively); any other value parses as [`Event::Unknown`].
+pub const EVENT_NAMES: [&str; 18] = tags::names(&EVENT_TABLE);
 
 impl Inbound {
     /// Parses a decrypted (or plaintext-mode) message with the default [`Limits`].
@@ -503,15 +501,8 @@ impl Inbound {
     /// The wire `MsgType`: `text`, `image`, …, `event`, or the unknown value.
     pub fn msg_type(&self) -> &str {
         match &self.kind {
-            Kind::Text { .. } => "text",
-            Kind::Image { .. } => "image",
-            Kind::Voice { .. } => "voice",
-            Kind::Video { .. } => "video",
-            Kind::ShortVideo { .. } => "shortvideo",
-            Kind::Location { .. } => "location",
-            Kind::Link { .. } => "link",
-            Kind::Event(_) => "event",
             Kind::Unknown { msg_type, .. } => msg_type,
+            kind => MsgTypeTag::of_kind(kind).name().unwrap_or_default(),
         }
     }
 
@@ -579,25 +570,8 @@ impl Event {
     /// The wire `Event` value (`subscribe`, `SCAN`, `CLICK`, …), or the unknown value.
     pub fn name(&self) -> &str {
         match self {
-            Event::Subscribe { .. } => "subscribe",
-            Event::Unsubscribe => "unsubscribe",
-            Event::Scan { .. } => "SCAN",
-            Event::Location { .. } => "LOCATION",
-            Event::Click { .. } => "CLICK",
-            Event::View { .. } => "VIEW",
-            Event::ScancodePush { .. } => "scancode_push",
-            Event::ScancodeWaitmsg { .. } => "scancode_waitmsg",
-            Event::PicSysphoto { .. } => "pic_sysphoto",
-            Event::PicPhotoOrAlbum { .. } => "pic_photo_or_album",
-            Event::PicWeixin { .. } => "pic_weixin",
-            Event::LocationSelect { .. } => "location_select",
-            Event::ViewMiniprogram { .. } => "view_miniprogram",
-            Event::TemplateSendJobFinish { .. } => "TEMPLATESENDJOBFINISH",
-            Event::MassSendJobFinish { .. } => "MASSSENDJOBFINISH",
-            Event::KfCreateSession { .. } => "kf_create_session",
-            Event::KfCloseSession { .. } => "kf_close_session",
-            Event::KfSwitchSession { .. } => "kf_switch_session",
             Event::Unknown { event, .. } => event,
+            event => EventTag::of_event(event).name().unwrap_or_default(),
         }
     }
 }

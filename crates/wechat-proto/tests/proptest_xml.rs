@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use quick_xml::events::Event as QxEvent;
 use wechat_proto::envelope::{EncryptedReply, RequestEnvelope};
-use wechat_proto::inbound::{Event, Header, Inbound, Kind, MSG_TYPES};
+use wechat_proto::inbound::{Event, Header, Inbound, Kind, EVENT_NAMES, MSG_TYPES};
 use wechat_proto::reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
 use wechat_proto::xml::{sanitize_xml_text, Element};
 
@@ -97,27 +97,6 @@ fn unknown_name(known: &'static [&'static str]) -> impl Strategy<Value = String>
         !known.iter().any(|k| k.eq_ignore_ascii_case(name))
     })
 }
-
-const EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "scan",
-    "location",
-    "click",
-    "view",
-    "scancode_push",
-    "scancode_waitmsg",
-    "pic_sysphoto",
-    "pic_photo_or_album",
-    "pic_weixin",
-    "location_select",
-    "view_miniprogram",
-    "templatesendjobfinish",
-    "masssendjobfinish",
-    "kf_create_session",
-    "kf_close_session",
-    "kf_switch_session",
-];
 
 fn event() -> impl Strategy<Value = Event> {
     let pics = || {
@@ -234,7 +213,7 @@ fn event() -> impl Strategy<Value = Event> {
                 to_kf_account,
             }
         }),
-        (unknown_name(EVENTS), fields())
+        (unknown_name(&EVENT_NAMES), fields())
             .prop_map(|(event, fields)| Event::Unknown { event, fields }),
     ]
 }

@@ -8,6 +8,7 @@
 
 use crate::xml::{parse_number, Document, Element, Number, ParseError, XmlWriter};
 
+use super::tags::{EventTag, MsgTypeTag};
 use super::{Event, Header, Inbound, Kind};
 
 /// The root element.
@@ -24,90 +25,6 @@ struct HeaderSlots {
     msg_id: Option<(usize, &'static str)>,
     msg_data_id: Option<usize>,
     idx: Option<usize>,
-}
-
-/// The message types with a typed variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MsgTypeTag {
-    Text,
-    Image,
-    Voice,
-    Video,
-    ShortVideo,
-    Location,
-    Link,
-    Event,
-    Other,
-}
-
-impl MsgTypeTag {
-    fn of(msg_type: &str) -> MsgTypeTag {
-        const TAGS: [(&str, MsgTypeTag); 8] = [
-            ("text", MsgTypeTag::Text),
-            ("image", MsgTypeTag::Image),
-            ("voice", MsgTypeTag::Voice),
-            ("video", MsgTypeTag::Video),
-            ("shortvideo", MsgTypeTag::ShortVideo),
-            ("location", MsgTypeTag::Location),
-            ("link", MsgTypeTag::Link),
-            ("event", MsgTypeTag::Event),
-        ];
-        TAGS.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(msg_type))
-            .map_or(MsgTypeTag::Other, |&(_, tag)| tag)
-    }
-}
-
-/// The events with a typed variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EventTag {
-    Subscribe,
-    Unsubscribe,
-    Scan,
-    Location,
-    Click,
-    View,
-    ScancodePush,
-    ScancodeWaitmsg,
-    PicSysphoto,
-    PicPhotoOrAlbum,
-    PicWeixin,
-    LocationSelect,
-    ViewMiniprogram,
-    TemplateSendJobFinish,
-    MassSendJobFinish,
-    KfCreateSession,
-    KfCloseSession,
-    KfSwitchSession,
-    Other,
-}
-
-impl EventTag {
-    fn of(event: &str) -> EventTag {
-        const TAGS: [(&str, EventTag); 18] = [
-            ("subscribe", EventTag::Subscribe),
-            ("unsubscribe", EventTag::Unsubscribe),
-            ("scan", EventTag::Scan),
-            ("location", EventTag::Location),
-            ("click", EventTag::Click),
-            ("view", EventTag::View),
-            ("scancode_push", EventTag::ScancodePush),
-            ("scancode_waitmsg", EventTag::ScancodeWaitmsg),
-            ("pic_sysphoto", EventTag::PicSysphoto),
-            ("pic_photo_or_album", EventTag::PicPhotoOrAlbum),
-            ("pic_weixin", EventTag::PicWeixin),
-            ("location_select", EventTag::LocationSelect),
-            ("view_miniprogram", EventTag::ViewMiniprogram),
-            ("templatesendjobfinish", EventTag::TemplateSendJobFinish),
-            ("masssendjobfinish", EventTag::MassSendJobFinish),
-            ("kf_create_session", EventTag::KfCreateSession),
-            ("kf_close_session", EventTag::KfCloseSession),
-            ("kf_switch_session", EventTag::KfSwitchSession),
-        ];
-        TAGS.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(event))
-            .map_or(EventTag::Other, |&(_, tag)| tag)
-    }
 }
 
 /// Builds the model from a parsed document.
