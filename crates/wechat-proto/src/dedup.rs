@@ -1,7 +1,7 @@
 //! The key WeChat's retries of one message share.
 //!
 //! WeChat re-sends a message up to three times when it gets no answer within 5 seconds
-//! (PROTOCOL §6.1), so the gateway must recognise a retry and not act twice. The official
+//! (docs/protocol.md §6.1), so the gateway must recognise a retry and not act twice. The official
 //! rule is: messages by `MsgId`, events by `FromUserName` + `CreateTime`. Two different
 //! events of one user can share a second (a `subscribe` and a `LOCATION`, say), so the
 //! event key also carries the SHA-1 of the decrypted XML, which a retry repeats byte for

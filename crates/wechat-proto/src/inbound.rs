@@ -508,7 +508,7 @@ impl Inbound {
 
     /// Whether a user sent this (anything but an event).
     ///
-    /// A news reply to a user message may carry one article only (PROTOCOL §7). Message
+    /// A news reply to a user message may carry one article only (docs/protocol.md §7). Message
     /// types unknown to this crate count as user messages, since the stricter limit is the
     /// safe one.
     pub fn is_user_message(&self) -> bool {

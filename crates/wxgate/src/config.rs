@@ -138,7 +138,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Which endpoint issues access tokens (PROTOCOL §8).
+/// Which endpoint issues access tokens (docs/protocol.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpoint {

@@ -1,7 +1,7 @@
 //! The XML side of the inbound model: reading a parsed [`Document`] into an [`Inbound`],
 //! and writing an [`Inbound`] back the way WeChat would send it.
 //!
-//! Reading is lenient in the ways PROTOCOL §5–6 requires (see the parent module); the
+//! Reading is lenient in the ways docs/protocol.md §5–6 requires (see the parent module); the
 //! one rule it enforces is that the header is complete. A known kind whose typed numbers
 //! are missing is kept as `Unknown`, which is why numbers are always checked before any
 //! text is moved out of the document.
