@@ -480,3 +480,54 @@ fn errors_keep_their_source() {
         "plaintext request to a safe-mode account"
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Query-string-like text: the parameters WeChat sends, escapes, `+`, stray `%` and `&`.
+    fn query_text() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec![
+            "signature",
+            "timestamp",
+            "nonce",
+            "openid",
+            "encrypt_type",
+            "msg_signature",
+            "echostr",
+            "other",
+        ]);
+        let value = "[a-zA-Z0-9%+&=é ._~-]{0,12}";
+        prop::collection::vec((name, value), 0..8).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_parsed_query_writes_back_to_itself(text in query_text()) {
+            if let Ok(query) = Query::parse(&text) {
+                let written = query.to_query_string();
+                prop_assert_eq!(Query::parse(&written), Ok(query), "{} was written as {}", text, written);
+            }
+        }
+
+        #[test]
+        fn authentication_never_panics(text in query_text(), body in prop::collection::vec(any::<u8>(), 0..64), now in any::<i64>()) {
+            if let Ok(query) = Query::parse(&text) {
+                for mode in [Mode::Plaintext, Mode::Compatible, Mode::Safe] {
+                    let endpoint = endpoint(mode).with_previous_key(&key(OTHER_KEY));
+                    if let Err(error) = endpoint.authenticate(&query, &body, now) {
+                        let _ = (error.refusal(), error.code(), error.to_string());
+                    }
+                    let _ = endpoint.verify_echo(&query);
+                }
+            }
+        }
+    }
+}
