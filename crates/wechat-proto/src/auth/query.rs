@@ -15,11 +15,12 @@
 
 use std::fmt;
 
+use crate::ids::OpenId;
 use crate::key::Token;
 use crate::signature::Signature;
 
 /// The parameters of one request's query string. Unknown parameters are ignored.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Query {
     /// `sha1(sort(token, timestamp, nonce))`, on every request.
     pub signature: Option<String>,
@@ -132,10 +133,18 @@ impl Query {
     }
 }
 
-impl fmt::Display for Query {
-    /// The query string, as [`Query::to_query_string`] writes it.
+impl fmt::Debug for Query {
+    /// Every parameter, with `openid` masked ([`OpenId::mask`]): a query may be logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_query_string())
+        f.debug_struct("Query")
+            .field("signature", &self.signature)
+            .field("timestamp", &self.timestamp)
+            .field("nonce", &self.nonce)
+            .field("openid", &self.openid.as_deref().map(OpenId::mask))
+            .field("encrypt_type", &self.encrypt_type)
+            .field("msg_signature", &self.msg_signature)
+            .field("echostr", &self.echostr)
+            .finish()
     }
 }
 
@@ -194,6 +203,14 @@ mod tests {
              &nonce=1590219412&echostr=7346+echo%2B%C3%A9%26%3D"
         );
         assert_eq!(Query::parse(&text), Ok(query));
+    }
+
+    #[test]
+    fn debug_masks_the_openid() {
+        let query = Query::parse("openid=o9AgO5Kd5ggOC-bXrbNODIiE3bGY&nonce=1").unwrap();
+        let debug = format!("{query:?}");
+        assert!(debug.contains("openid: Some(\"o…3bGY\")"), "{debug}");
+        assert!(!debug.contains("o9AgO5Kd5ggOC-bXrbNODIiE3bGY"), "{debug}");
     }
 
     #[test]
