@@ -13,12 +13,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::time::Instant;
+use wechat_proto::Query;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::AccountLabels;
-use wechat_proto::Query;
-
 use crate::pipeline::{handle_post, Answer};
 
 /// Builds the router over a gateway.
