@@ -14,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::ids::{MsgId, OpenId};
+use crate::signature::Signature;
 
 /// What identifies one delivery of a message across WeChat's retries.
 ///
@@ -167,27 +168,12 @@ fn parse_decimal<T: FromStr>(text: &str) -> Result<T, ParseDedupKeyError> {
     text.parse().map_err(|_| ParseDedupKeyError::InvalidNumber)
 }
 
-/// 40 lower- or upper-case hex digits.
+/// 40 lower- or upper-case hex digits: the same syntax as a signature's, so the same
+/// decoder.
 fn parse_sha1_hex(text: &str) -> Result<[u8; 20], ParseDedupKeyError> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 40 {
-        return Err(ParseDedupKeyError::InvalidHash);
-    }
-    let mut hash = [0u8; 20];
-    for (byte, pair) in hash.iter_mut().zip(bytes.chunks_exact(2)) {
-        let digit = |c: u8| {
-            char::from(c)
-                .to_digit(16)
-                .ok_or(ParseDedupKeyError::InvalidHash)
-        };
-        let (high, low) = match pair {
-            [high, low] => (digit(*high)?, digit(*low)?),
-            _ => return Err(ParseDedupKeyError::InvalidHash),
-        };
-        // Both digits are below 16, so the value fits a byte.
-        *byte = u8::try_from(high * 16 + low).map_err(|_| ParseDedupKeyError::InvalidHash)?;
-    }
-    Ok(hash)
+    Signature::from_hex(text)
+        .map(|digest| *digest.as_bytes())
+        .map_err(|_| ParseDedupKeyError::InvalidHash)
 }
 
 #[cfg(test)]
