@@ -17,7 +17,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(inbound envelope decrypt reply)
+  targets=(inbound envelope decrypt reply auth)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

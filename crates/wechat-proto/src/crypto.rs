@@ -1,6 +1,6 @@
 //! The WXBizMsgCrypt message crypto: AES-256-CBC with PKCS#7 over 32-byte blocks.
 //!
-//! Plaintext layout (PROTOCOL.md §4.2):
+//! Plaintext layout (docs/protocol.md §4.2):
 //! `random(16) || msg_len (u32 big-endian) || msg || receive_id`, padded with PKCS#7 to a
 //! multiple of **32** bytes (not AES's 16, which is why the padding is done by hand here and
 //! a cipher library's built-in PKCS#7 must not be used). IV = key[..16].

@@ -1,7 +1,7 @@
 //! The key WeChat's retries of one message share.
 //!
 //! WeChat re-sends a message up to three times when it gets no answer within 5 seconds
-//! (PROTOCOL §6.1), so the gateway must recognise a retry and not act twice. The official
+//! (docs/protocol.md §6.1), so the gateway must recognise a retry and not act twice. The official
 //! rule is: messages by `MsgId`, events by `FromUserName` + `CreateTime`. Two different
 //! events of one user can share a second (a `subscribe` and a `LOCATION`, say), so the
 //! event key also carries the SHA-1 of the decrypted XML, which a retry repeats byte for
@@ -13,12 +13,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::ids::{MsgId, OpenId};
+use crate::signature::Signature;
+
 /// What identifies one delivery of a message across WeChat's retries.
 ///
-/// Its [`Display`](fmt::Display) form is stable and [`FromStr`] reads it back:
-/// `msg:{from_user_name}:{msg_id}` or `evt:{from_user_name}:{create_time}:{40 hex digits}`.
-/// It is meant as a store key and an `Idempotency-Key` header value.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Its [stable text](DedupKey::stable_text) is
+/// `msg:{from_user_name}:{msg_id}` or `evt:{from_user_name}:{create_time}:{40 hex digits}`,
+/// and [`FromStr`] reads it back: it is the store key and the `Idempotency-Key` header
+/// value. `Display` and `Debug` are for logs and mask the OpenID ([`OpenId::mask`]), so a
+/// key can be logged anywhere; they are not the stable text.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum DedupKey {
     /// An ordinary message, identified by its sender and `MsgId`.
     Message {
@@ -65,29 +70,68 @@ impl fmt::Display for ParseDedupKeyError {
 
 impl std::error::Error for ParseDedupKeyError {}
 
-impl fmt::Display for DedupKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl DedupKey {
+    /// The stable text form, with the full OpenID: the store key and the
+    /// `Idempotency-Key` header value, which [`FromStr`] reads back. Not for logs.
+    pub fn stable_text(&self) -> String {
+        let mut out = String::with_capacity(96);
+        // Writing into a String cannot fail.
+        let _ = self.write_text(&mut out, self.from_user_name());
+        out
+    }
+
+    /// The sender's full OpenID.
+    pub fn from_user_name(&self) -> &str {
         match self {
-            DedupKey::Message {
-                from_user_name,
-                msg_id,
-            } => write!(f, "msg:{from_user_name}:{msg_id}"),
-            DedupKey::Event {
-                from_user_name,
-                create_time,
-                xml_sha1,
-            } => {
-                write!(f, "evt:{from_user_name}:{create_time}:")?;
-                xml_sha1.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+            DedupKey::Message { from_user_name, .. } | DedupKey::Event { from_user_name, .. } => {
+                from_user_name
             }
         }
+    }
+
+    /// The message id of a message key.
+    pub fn msg_id(&self) -> Option<MsgId> {
+        match self {
+            DedupKey::Message { msg_id, .. } => Some(MsgId(*msg_id)),
+            DedupKey::Event { .. } => None,
+        }
+    }
+
+    /// Writes the text form with `sender` in place of the OpenID.
+    fn write_text(&self, out: &mut impl fmt::Write, sender: impl fmt::Display) -> fmt::Result {
+        match self {
+            DedupKey::Message { msg_id, .. } => write!(out, "msg:{sender}:{msg_id}"),
+            DedupKey::Event {
+                create_time,
+                xml_sha1,
+                ..
+            } => {
+                write!(out, "evt:{sender}:{create_time}:")?;
+                xml_sha1
+                    .iter()
+                    .try_for_each(|byte| write!(out, "{byte:02x}"))
+            }
+        }
+    }
+}
+
+impl fmt::Display for DedupKey {
+    /// The text form with the OpenID masked, e.g. `msg:o…f0rs:6054768590064713728`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_text(f, OpenId::mask(self.from_user_name()))
+    }
+}
+
+impl fmt::Debug for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DedupKey({self})")
     }
 }
 
 impl FromStr for DedupKey {
     type Err = ParseDedupKeyError;
 
-    /// Reads the [`Display`](fmt::Display) form back. The parts are split from the right,
+    /// Reads the [stable text](DedupKey::stable_text) back. The parts are split from the right,
     /// so an OpenID containing `:` still round-trips.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if let Some(rest) = text.strip_prefix("msg:") {
@@ -124,27 +168,12 @@ fn parse_decimal<T: FromStr>(text: &str) -> Result<T, ParseDedupKeyError> {
     text.parse().map_err(|_| ParseDedupKeyError::InvalidNumber)
 }
 
-/// 40 lower- or upper-case hex digits.
+/// 40 lower- or upper-case hex digits: the same syntax as a signature's, so the same
+/// decoder.
 fn parse_sha1_hex(text: &str) -> Result<[u8; 20], ParseDedupKeyError> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 40 {
-        return Err(ParseDedupKeyError::InvalidHash);
-    }
-    let mut hash = [0u8; 20];
-    for (byte, pair) in hash.iter_mut().zip(bytes.chunks_exact(2)) {
-        let digit = |c: u8| {
-            char::from(c)
-                .to_digit(16)
-                .ok_or(ParseDedupKeyError::InvalidHash)
-        };
-        let (high, low) = match pair {
-            [high, low] => (digit(*high)?, digit(*low)?),
-            _ => return Err(ParseDedupKeyError::InvalidHash),
-        };
-        // Both digits are below 16, so the value fits a byte.
-        *byte = u8::try_from(high * 16 + low).map_err(|_| ParseDedupKeyError::InvalidHash)?;
-    }
-    Ok(hash)
+    Signature::from_hex(text)
+        .map(|digest| *digest.as_bytes())
+        .map_err(|_| ParseDedupKeyError::InvalidHash)
 }
 
 #[cfg(test)]
@@ -152,12 +181,38 @@ mod tests {
     use super::*;
 
     fn check(key: DedupKey, text: &str) {
-        assert_eq!(key.to_string(), text);
+        assert_eq!(key.stable_text(), text);
         assert_eq!(text.parse::<DedupKey>(), Ok(key));
     }
 
     #[test]
-    fn display_and_from_str_round_trip() {
+    fn display_and_debug_mask_the_open_id() {
+        let key = DedupKey::Message {
+            from_user_name: "oyORnuP8q7ou2gfYjqLzSIWZf0rs".into(),
+            msg_id: 6054768590064713728,
+        };
+        assert_eq!(key.to_string(), "msg:o…f0rs:6054768590064713728");
+        assert_eq!(
+            format!("{key:?}"),
+            "DedupKey(msg:o…f0rs:6054768590064713728)"
+        );
+        assert_eq!(
+            key.stable_text(),
+            "msg:oyORnuP8q7ou2gfYjqLzSIWZf0rs:6054768590064713728"
+        );
+        assert_eq!(key.msg_id(), Some(MsgId(6054768590064713728)));
+        let event = DedupKey::Event {
+            from_user_name: "oyORnuP8q7ou2gfYjqLzSIWZf0rs".into(),
+            create_time: 7,
+            xml_sha1: [0xee; 20],
+        };
+        assert!(!format!("{event} {event:?}").contains("oyORnuP8q7ou2gfYjqLzSIWZf0rs"));
+        assert_eq!(event.from_user_name(), "oyORnuP8q7ou2gfYjqLzSIWZf0rs");
+        assert_eq!(event.msg_id(), None);
+    }
+
+    #[test]
+    fn stable_text_and_from_str_round_trip() {
         check(
             DedupKey::Message {
                 from_user_name: "oUser".into(),

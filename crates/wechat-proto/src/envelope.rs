@@ -3,12 +3,12 @@
 //!
 //! In safe mode WeChat posts `<xml><ToUserName/><Encrypt/></xml>`; in compatible mode the
 //! clear message fields come along with `Encrypt`, unauthenticated, and must be ignored
-//! (PROTOCOL §3.2). Either way this module only extracts `Encrypt`, exactly as sent (no
+//! (docs/protocol.md §3.2). Either way this module only extracts `Encrypt`, exactly as sent (no
 //! trimming: `msg_signature` is computed over those bytes), and the optional outer
 //! `ToUserName`. It runs on every request, before the signature check, so it goes through
 //! the same hardened reader as everything else and skips unknown elements.
 //!
-//! The encrypted reply is written with the one writer in the exact shape of PROTOCOL §4.6.
+//! The encrypted reply is written with the one writer in the exact shape of docs/protocol.md §4.6.
 //! [`EncryptedReply`] holds the results of encryption and signing as owned strings; the
 //! hot path is [`EncryptedReply::seal_reply`] (or [`EncryptedReply::seal`] for a rendered
 //! body), which renders, encrypts, signs and writes in one buffer, byte for byte the same
@@ -58,7 +58,7 @@ impl RequestEnvelopeRef<'_> {
     }
 }
 
-/// An encrypted reply body (PROTOCOL §4.6).
+/// An encrypted reply body (docs/protocol.md §4.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedReply {
     /// The base64 ciphertext of the plaintext reply.

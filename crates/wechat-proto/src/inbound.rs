@@ -8,7 +8,8 @@
 //! `CreateTime` or `MsgType`, or a non-numeric `CreateTime`, `MsgId` or `Idx`) is an error.
 //!
 //! Parsing goes through the hardened reader of [`crate::xml`] and is lenient the way WeChat
-//! needs: CDATA is optional, unknown elements are ignored, text is kept byte for byte,
+//! needs: CDATA is optional, elements a typed kind does not model are kept in
+//! [`Inbound::extra`] (WeChat adds fields to existing events), text is kept byte for byte,
 //! `MsgId` and `MsgID` are both accepted, event names match case-insensitively, and a
 //! message whose typed numbers (coordinates, picture count) are missing or not numbers is
 //! kept as `Unknown` rather than rejected. Floats must be finite: `NaN`, `inf` or `1e400`
@@ -33,6 +34,9 @@
 //!   `scancode_push`, `templatesendjobfinish`, …) or `unknown` (then `event_name` holds
 //!   the wire value). The `MsgID` of the job-finish events is a job id, not a message id,
 //!   and travels as the string `job_id`.
+//! - `"extra"`, when a typed kind carried elements it does not model: the list of raw
+//!   elements ([`Inbound::extra`]), nested ones included, in the same
+//!   `{"name","text","children"}` form.
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {
@@ -64,6 +68,9 @@ use crate::dedup::DedupKey;
 use crate::xml::{Document, Element, Limits, ParseError, XmlWriter};
 
 mod codec;
+mod tags;
+
+use tags::{EventTag, MsgTypeTag, EVENT_TABLE, MSG_TYPE_TABLE};
 
 /// One message or event pushed by WeChat, after decryption.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +82,21 @@ pub struct Inbound {
     /// What was sent.
     #[cfg_attr(feature = "serde", serde(flatten))]
     pub kind: Kind,
+    /// The elements of a typed kind that its fields do not model, in document order,
+    /// nested ones included: WeChat adds fields to existing messages and events without
+    /// notice, and a typed kind must not lose them.
+    ///
+    /// An element the model did not read at all is kept whole. Of a container the model
+    /// did read (`ScanCodeInfo`, `SendPicsInfo`, …), an element of the same name is kept
+    /// holding only the parts it did not read. [`Inbound::to_xml`] writes these after the
+    /// modelled elements (a partial container becomes a second one), which reads back to
+    /// the same value. Always empty for [`Kind::Unknown`] and [`Event::Unknown`], whose
+    /// `fields` keep everything; header elements are never kept here.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub extra: Vec<Element>,
 }
 
 /// The fields common to every message and event.
@@ -458,16 +480,11 @@ pub enum Event {
 }
 
 /// The wire `MsgType` values this crate types; any other value parses as [`Kind::Unknown`].
-pub const MSG_TYPES: [&str; 8] = [
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "event",
-];
+pub const MSG_TYPES: [&str; 8] = tags::names(&MSG_TYPE_TABLE);
+
+/// The wire `Event` values this crate types, in WeChat's spelling (matched
+/// case-insensitively); any other value parses as [`Event::Unknown`].
+pub const EVENT_NAMES: [&str; 18] = tags::names(&EVENT_TABLE);
 
 impl Inbound {
     /// Parses a decrypted (or plaintext-mode) message with the default [`Limits`].
@@ -484,21 +501,14 @@ impl Inbound {
     /// The wire `MsgType`: `text`, `image`, …, `event`, or the unknown value.
     pub fn msg_type(&self) -> &str {
         match &self.kind {
-            Kind::Text { .. } => "text",
-            Kind::Image { .. } => "image",
-            Kind::Voice { .. } => "voice",
-            Kind::Video { .. } => "video",
-            Kind::ShortVideo { .. } => "shortvideo",
-            Kind::Location { .. } => "location",
-            Kind::Link { .. } => "link",
-            Kind::Event(_) => "event",
             Kind::Unknown { msg_type, .. } => msg_type,
+            kind => MsgTypeTag::of_kind(kind).name().unwrap_or_default(),
         }
     }
 
     /// Whether a user sent this (anything but an event).
     ///
-    /// A news reply to a user message may carry one article only (PROTOCOL §7). Message
+    /// A news reply to a user message may carry one article only (docs/protocol.md §7). Message
     /// types unknown to this crate count as user messages, since the stricter limit is the
     /// safe one.
     pub fn is_user_message(&self) -> bool {
@@ -549,6 +559,9 @@ impl Inbound {
         if let Some(idx) = header.idx {
             w.uint_element("Idx", u64::from(idx));
         }
+        for element in &self.extra {
+            w.element(element);
+        }
         w.end("xml");
     }
 }
@@ -557,25 +570,8 @@ impl Event {
     /// The wire `Event` value (`subscribe`, `SCAN`, `CLICK`, …), or the unknown value.
     pub fn name(&self) -> &str {
         match self {
-            Event::Subscribe { .. } => "subscribe",
-            Event::Unsubscribe => "unsubscribe",
-            Event::Scan { .. } => "SCAN",
-            Event::Location { .. } => "LOCATION",
-            Event::Click { .. } => "CLICK",
-            Event::View { .. } => "VIEW",
-            Event::ScancodePush { .. } => "scancode_push",
-            Event::ScancodeWaitmsg { .. } => "scancode_waitmsg",
-            Event::PicSysphoto { .. } => "pic_sysphoto",
-            Event::PicPhotoOrAlbum { .. } => "pic_photo_or_album",
-            Event::PicWeixin { .. } => "pic_weixin",
-            Event::LocationSelect { .. } => "location_select",
-            Event::ViewMiniprogram { .. } => "view_miniprogram",
-            Event::TemplateSendJobFinish { .. } => "TEMPLATESENDJOBFINISH",
-            Event::MassSendJobFinish { .. } => "MASSSENDJOBFINISH",
-            Event::KfCreateSession { .. } => "kf_create_session",
-            Event::KfCloseSession { .. } => "kf_close_session",
-            Event::KfSwitchSession { .. } => "kf_switch_session",
             Event::Unknown { event, .. } => event,
+            event => EventTag::of_event(event).name().unwrap_or_default(),
         }
     }
 }

@@ -5,6 +5,9 @@
 //! arguments, so every function has a known-answer test (see `tests/vectors.rs`).
 //!
 //! The layers, from the wire inwards:
+//! - [`auth`]: request authentication for one configured [`Endpoint`] — the typed
+//!   [`Query`], the signature, the timestamp window (`now` is an argument), the
+//!   configured mode, key rotation and the AppID — with one [`AuthError`].
 //! - [`signature`]: `signature` and `msg_signature` (SHA1 over sorted parts), compared in
 //!   constant time.
 //! - [`key`] and [`crypto`]: the EncodingAESKey and the WXBizMsgCrypt scheme (AES-256-CBC,
@@ -13,24 +16,31 @@
 //! - [`inbound`]: the typed model of every message and event, parsed by the hardened
 //!   reader in [`xml`].
 //! - [`reply`]: the typed passive replies, written by the one CDATA-safe writer in [`xml`].
-//! - [`dedup`]: the key WeChat's retries share.
+//! - [`dedup`]: the key WeChat's retries share; [`ids`]: [`OpenId`] (masked in `Debug`
+//!   and `Display`) and [`MsgId`].
 //!
 //! Every error reports the official WXBizMsgCrypt code through [`ErrorCode`].
 
+pub mod auth;
 pub mod crypto;
 pub mod dedup;
 pub mod envelope;
 mod error;
+pub mod ids;
 pub mod inbound;
 pub mod key;
 pub mod reply;
 pub mod signature;
 pub mod xml;
 
+pub use auth::{
+    AuthError, Authenticated, Endpoint, Freshness, KeyUsed, Mode, Query, QueryError, Refusal,
+};
 pub use crypto::{CryptoError, MessageCipher, Plaintext};
 pub use dedup::{DedupKey, ParseDedupKeyError};
 pub use envelope::{EncryptedReply, EnvelopeError, RequestEnvelope, RequestEnvelopeRef};
 pub use error::ErrorCode;
+pub use ids::{MaskedOpenId, MsgId, OpenId};
 pub use inbound::{Event, Header, Inbound, Kind};
 pub use key::{AesKey, AppId, KeyError, Token};
 pub use reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};

@@ -4,7 +4,7 @@
 //! allowed) by the one writer of [`crate::xml`]: every string in CDATA with `]]>` split and
 //! forbidden characters dropped, element order as in the official samples. Rendering
 //! refuses what WeChat would reject or silently mangle, with a typed [`ReplyError`]: a text
-//! over 2048 bytes, a news reply with no article or more than allowed (PROTOCOL §7: one
+//! over 2048 bytes, a news reply with no article or more than allowed (docs/protocol.md §7: one
 //! for a reply to a user message, eight otherwise), an empty media id.
 //!
 //! [`Reply::Success`] is the bare `success` acknowledgement, which needs no encryption
@@ -185,7 +185,7 @@ pub struct ReplyTarget<'a> {
 
 impl<'a> ReplyTarget<'a> {
     /// The target of a reply to `inbound`: the addresses swapped, and one article allowed
-    /// for a user message, eight for an event (PROTOCOL §7).
+    /// for a user message, eight for an event (docs/protocol.md §7).
     pub fn answering(inbound: &'a Inbound, create_time: i64) -> Self {
         ReplyTarget {
             to_user_name: &inbound.header.from_user_name,

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use quick_xml::events::Event as QxEvent;
 use wechat_proto::envelope::{EncryptedReply, RequestEnvelope};
-use wechat_proto::inbound::{Event, Header, Inbound, Kind, MSG_TYPES};
+use wechat_proto::inbound::{Event, Header, Inbound, Kind, EVENT_NAMES, MSG_TYPES};
 use wechat_proto::reply::{Article, Reply, ReplyError, ReplyHeader, ReplyTarget};
 use wechat_proto::xml::{sanitize_xml_text, Element};
 
@@ -97,27 +97,6 @@ fn unknown_name(known: &'static [&'static str]) -> impl Strategy<Value = String>
         !known.iter().any(|k| k.eq_ignore_ascii_case(name))
     })
 }
-
-const EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "scan",
-    "location",
-    "click",
-    "view",
-    "scancode_push",
-    "scancode_waitmsg",
-    "pic_sysphoto",
-    "pic_photo_or_album",
-    "pic_weixin",
-    "location_select",
-    "view_miniprogram",
-    "templatesendjobfinish",
-    "masssendjobfinish",
-    "kf_create_session",
-    "kf_close_session",
-    "kf_switch_session",
-];
 
 fn event() -> impl Strategy<Value = Event> {
     let pics = || {
@@ -234,7 +213,7 @@ fn event() -> impl Strategy<Value = Event> {
                 to_kf_account,
             }
         }),
-        (unknown_name(EVENTS), fields())
+        (unknown_name(&EVENT_NAMES), fields())
             .prop_map(|(event, fields)| Event::Unknown { event, fields }),
     ]
 }
@@ -291,14 +270,21 @@ fn inbound() -> impl Strategy<Value = Inbound> {
         opt_text(),
         prop::option::of(any::<u32>()),
         kind(),
+        fields(),
     )
         .prop_map(
-            |(to_user_name, from_user_name, create_time, msg_id, msg_data_id, idx, kind)| {
+            |(to_user_name, from_user_name, create_time, msg_id, msg_data_id, idx, kind, extra)| {
                 // Events carry no message id (see `Header::msg_id`).
                 let msg_id = if matches!(kind, Kind::Event(_)) {
                     None
                 } else {
                     msg_id
+                };
+                // An unknown kind keeps everything in its `fields`; only a typed kind has
+                // extra elements (see `Inbound::extra`).
+                let extra = match &kind {
+                    Kind::Unknown { .. } | Kind::Event(Event::Unknown { .. }) => Vec::new(),
+                    _ => extra,
                 };
                 Inbound {
                     header: Header {
@@ -310,6 +296,7 @@ fn inbound() -> impl Strategy<Value = Inbound> {
                         idx,
                     },
                     kind,
+                    extra,
                 }
             },
         )

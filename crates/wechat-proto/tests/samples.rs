@@ -1,6 +1,7 @@
 //! Every `sample_xml` entry of `tests/data/vectors.json`, plus the behaviour the samples
 //! do not show, in `samples/inbound.rs` (spelling variants, unknown kinds, limits, dedup
-//! keys) and `samples/replies.rs` (envelopes, the reply rules, the JSON forms).
+//! keys), `samples/replies.rs` (envelopes, the reply rules, the JSON forms) and
+//! `samples/extra.rs` (typed kinds keeping the elements they do not model).
 //!
 //! Inbound samples are parsed and each `expect` key is looked up in the typed model by
 //! [`inbound_value`]; a key it does not know fails the test, so nothing is skipped
@@ -8,6 +9,8 @@
 //! Envelope samples are parsed and, for the encrypted reply, written again.
 
 // The crate root of a test looks for modules beside it, where every file is a test.
+#[path = "samples/extra.rs"]
+mod extra;
 #[path = "samples/inbound.rs"]
 mod inbound;
 #[path = "samples/replies.rs"]
@@ -360,7 +363,13 @@ fn check_request_envelope(sample: &Sample) {
     let again = RequestEnvelope::parse(envelope.to_xml().as_bytes()).unwrap();
     assert_eq!(again, envelope);
     if let Ok(inbound) = inbound {
-        let body = RequestEnvelope::compatible_body(&inbound.to_xml(), &envelope.encrypt);
+        // The clear copy of a compatible-mode body keeps `Encrypt` as an extra element;
+        // rebuilding the body appends it again.
+        let encrypt = Element::leaf("Encrypt", envelope.encrypt.clone());
+        assert_eq!(inbound.extra, vec![encrypt], "{}", sample.id);
+        let mut clear = inbound.clone();
+        clear.extra.clear();
+        let body = RequestEnvelope::compatible_body(&clear.to_xml(), &envelope.encrypt);
         assert_eq!(
             RequestEnvelope::parse(body.as_bytes()).unwrap().encrypt,
             envelope.encrypt
@@ -437,13 +446,19 @@ fn header(msg_id: Option<u64>) -> Header {
 
 /// Parses `body` under the standard header and compares the whole model.
 fn check(body: &str, msg_id: Option<u64>, kind: Kind) {
+    check_with_extra(body, msg_id, kind, Vec::new());
+}
+
+/// [`check`] for a message that carries elements its kind does not model.
+fn check_with_extra(body: &str, msg_id: Option<u64>, kind: Kind, extra: Vec<Element>) {
     let xml = message(body);
     let inbound = Inbound::parse(xml.as_bytes()).unwrap_or_else(|e| panic!("{xml}: {e}"));
     assert_eq!(
         inbound,
         Inbound {
             header: header(msg_id),
-            kind
+            kind,
+            extra,
         },
         "{xml}"
     );

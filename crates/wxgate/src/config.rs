@@ -103,28 +103,9 @@ pub enum StoreConfig {
     },
 }
 
-/// The encryption mode configured for an account in WeChat's console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Bodies and replies in clear.
-    Plaintext,
-    /// Clear fields plus `Encrypt`; only the decrypted copy is used.
-    Compatible,
-    /// Only `Encrypt`; replies encrypted.
-    Safe,
-}
-
-impl Mode {
-    /// The configuration name of the mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Plaintext => "plaintext",
-            Mode::Compatible => "compatible",
-            Mode::Safe => "safe",
-        }
-    }
-}
+/// The encryption mode configured for an account in WeChat's console; the protocol
+/// crate owns it, since its rules (no downgrade) are protocol rules.
+pub use wechat_proto::Mode;
 
 /// What an attempt answers when the reply is not ready within its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -173,7 +154,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Which endpoint issues access tokens (PROTOCOL §8).
+/// Which endpoint issues access tokens (docs/protocol.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpoint {

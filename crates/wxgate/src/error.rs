@@ -9,7 +9,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use wechat_proto::ErrorCode;
+use wechat_proto::{AuthError, ErrorCode, Refusal};
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,18 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => "rejected_400",
             GatewayError::Unauthorized { .. } => "rejected_401",
             GatewayError::Unavailable(_) => "unavailable_503",
+        }
+    }
+}
+
+impl From<AuthError> for GatewayError {
+    /// A malformed request is a 400 that says what is wrong; an unauthenticated one a 401
+    /// whose reason is only logged. The official code travels along for the metrics.
+    fn from(error: AuthError) -> GatewayError {
+        let code = error.code();
+        match error.refusal() {
+            Refusal::Malformed => GatewayError::bad_request(error.to_string(), code),
+            Refusal::Unauthenticated => GatewayError::unauthorized(error.to_string(), code),
         }
     }
 }

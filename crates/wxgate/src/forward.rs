@@ -137,7 +137,7 @@ impl ForwardHandler {
         context: &HandlerContext,
         inbound: &Inbound,
     ) -> Result<Option<Reply>, ForwardError> {
-        let dedup_key = context.dedup_key.to_string();
+        let dedup_key = context.dedup_key.stable_text();
         let body = serde_json::to_vec(&ForwardRequest {
             account: &context.account,
             dedup_key: dedup_key.clone(),

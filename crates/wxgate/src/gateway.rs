@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wechat_proto::MessageCipher;
+use wechat_proto::Endpoint;
 
 use crate::clock::{SystemClock, WallClock};
 use crate::config::{AccountConfig, Config, Policy};
@@ -22,12 +22,13 @@ use crate::metrics::Metrics;
 use crate::push::{CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache};
 use crate::store::{Store, StoreError};
 
-/// One account, ready to serve: its config, its ciphers and its handler.
+/// One account, ready to serve: its config, its protocol endpoint and its handler.
 pub struct Account {
     /// The validated configuration.
     pub config: AccountConfig,
-    /// The current key's cipher first, then the previous key's during a rotation.
-    pub ciphers: Vec<MessageCipher>,
+    /// What authenticates its requests: token, mode, AppID, the current key (which also
+    /// encrypts replies) and the previous one during a rotation, the timestamp window.
+    pub endpoint: Endpoint,
     /// The rules, then the account's code handler (or its `forward` upstream) as the
     /// fallback.
     pub handler: Arc<dyn Handler>,
@@ -142,11 +143,7 @@ impl GatewayBuilder {
             .accounts
             .iter()
             .map(|config| {
-                let ciphers = [&config.aes_key, &config.previous_aes_key]
-                    .into_iter()
-                    .flatten()
-                    .map(|key| MessageCipher::new(key, config.app_id.clone()))
-                    .collect();
+                let endpoint = endpoint(config);
                 let upstream: Option<Arc<dyn Handler>> = config.forward.as_ref().map(|forward| {
                     Arc::new(ForwardHandler::new(http.clone(), forward.clone())) as _
                 });
@@ -157,7 +154,7 @@ impl GatewayBuilder {
                 }
                 let account = Account {
                     config: config.clone(),
-                    ciphers,
+                    endpoint,
                     handler: Arc::new(router),
                 };
                 (config.name.clone(), Arc::new(account))
@@ -224,6 +221,19 @@ impl GatewayBuilder {
         .with_retry(self.push_retry);
         Some(Arc::new(pusher))
     }
+}
+
+/// The protocol endpoint of an account's validated configuration.
+fn endpoint(config: &AccountConfig) -> Endpoint {
+    let mut endpoint = Endpoint::new(config.token.clone(), config.app_id.clone(), config.mode)
+        .with_timestamp_window(config.timestamp_window);
+    if let Some(key) = &config.aes_key {
+        endpoint = endpoint.with_key(key);
+    }
+    if let Some(key) = &config.previous_aes_key {
+        endpoint = endpoint.with_previous_key(key);
+    }
+    endpoint
 }
 
 impl Gateway {

@@ -15,15 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
-use wechat_proto::{
-    EncryptedReply, ErrorCode, Inbound, Kind, Reply, ReplyTarget, RequestEnvelope, Signature,
-};
+use wechat_proto::{Authenticated, EncryptedReply, Inbound, Kind, Query, Reply, ReplyTarget};
 
 use crate::clock::WallClock;
-use crate::config::{Mode, Policy};
+use crate::config::Policy;
 use crate::error::GatewayError;
 use crate::gateway::{Account, Gateway};
 use crate::handler::HandlerContext;
@@ -34,23 +31,6 @@ use crate::store::{AnswerKind, Claim, Claimed, Completion, NewMessage, StoreErro
 /// How long past the attempt's start a held attempt (`ride_retries`) stays open: past
 /// WeChat's 5-second timeout, so that WeChat retries, with a margin for its clock.
 pub const HOLD_FOR: Duration = Duration::from_millis(5500);
-
-/// The query parameters WeChat sends (PROTOCOL.md §3.1).
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct WeChatQuery {
-    /// `sha1(sort(token, timestamp, nonce))`.
-    pub signature: Option<String>,
-    /// Unix seconds, decimal.
-    pub timestamp: Option<String>,
-    /// Random decimal string.
-    pub nonce: Option<String>,
-    /// `aes` when the body is encrypted; absent or `raw` otherwise.
-    pub encrypt_type: Option<String>,
-    /// `sha1(sort(token, timestamp, nonce, Encrypt))`.
-    pub msg_signature: Option<String>,
-    /// The URL-verification echo (GET only).
-    pub echostr: Option<String>,
-}
 
 /// What goes back to WeChat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,157 +43,40 @@ pub enum Answer {
     Empty,
 }
 
-/// The authenticated request: the account's view of it after step 3.
-struct Authenticated {
-    /// The plaintext message XML (decrypted in compatible and safe modes).
-    xml: Vec<u8>,
-    /// Whether the reply must be encrypted.
-    encrypted: bool,
-    timestamp: String,
-    nonce: String,
-}
-
-fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, GatewayError> {
-    value
-        .as_deref()
-        .ok_or_else(|| GatewayError::bad_request(format!("missing query parameter {name}"), None))
-}
-
 /// Current Unix time in seconds, from the system's clock (see [`crate::clock`]).
 pub fn unix_now() -> i64 {
     crate::clock::SystemClock.now_secs()
 }
 
-/// Verifies the URL `signature` (and the timestamp window when `check_window`).
-pub fn verify_url_signature(
-    account: &Account,
-    query: &WeChatQuery,
-    check_window: bool,
-) -> Result<(), GatewayError> {
-    let signature = query.signature.as_deref().ok_or_else(|| {
-        GatewayError::unauthorized("missing signature", Some(ErrorCode::ValidateSignature))
-    })?;
-    let timestamp = required(&query.timestamp, "timestamp")?;
-    let nonce = required(&query.nonce, "nonce")?;
-    Signature::url(&account.config.token, timestamp, nonce)
-        .verify(signature)
-        .map_err(|e| GatewayError::unauthorized(format!("signature: {e}"), Some(e.code())))?;
-    if check_window {
-        if let Some(window) = account.config.timestamp_window {
-            let sent: i64 = timestamp.parse().map_err(|_| {
-                GatewayError::bad_request("timestamp is not a decimal number", None)
-            })?;
-            let skew = unix_now().abs_diff(sent);
-            if skew > window.as_secs() {
-                return Err(GatewayError::unauthorized(
-                    format!(
-                        "timestamp {skew} s away from now (window {} s)",
-                        window.as_secs()
-                    ),
-                    None,
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Steps 2 and 3: signature, window, configured mode, `msg_signature`, decryption, AppID.
+/// Steps 2 and 3: every protocol rule (signature, window, configured mode,
+/// `msg_signature`, decryption with key rotation, AppID) is `wechat-proto`'s
+/// [`Endpoint::authenticate`](wechat_proto::Endpoint::authenticate); the gateway brings
+/// the wall clock (`now`, Unix seconds).
 fn authenticate(
     account: &Account,
-    query: &WeChatQuery,
+    query: &Query,
     body: &[u8],
+    now: i64,
 ) -> Result<Authenticated, GatewayError> {
-    verify_url_signature(account, query, true)?;
-    let timestamp = required(&query.timestamp, "timestamp")?.to_owned();
-    let nonce = required(&query.nonce, "nonce")?.to_owned();
-    let encrypted_request = match query.encrypt_type.as_deref() {
-        None | Some("raw") => false,
-        Some("aes") => true,
-        Some(other) => {
-            return Err(GatewayError::bad_request(
-                format!("encrypt_type {other:?} is neither aes nor raw"),
-                None,
-            ))
-        }
-    };
-    // The account's configured mode decides; a request may upgrade a plaintext account
-    // to encryption (a console switch is immediate) but never downgrade.
-    if !encrypted_request {
-        if account.config.mode != Mode::Plaintext {
-            return Err(GatewayError::unauthorized(
-                format!(
-                    "plaintext request to a {}-mode account",
-                    account.config.mode.as_str()
-                ),
-                None,
-            ));
-        }
-        // Hardening applies to plaintext bodies too: the parser rejects DOCTYPE first.
-        return Ok(Authenticated {
-            xml: body.to_vec(),
-            encrypted: false,
-            timestamp,
-            nonce,
-        });
-    }
-    if account.ciphers.is_empty() {
-        return Err(GatewayError::unauthorized(
-            "encrypted request to an account without encoding_aes_key",
-            None,
-        ));
-    }
-    let msg_signature = query.msg_signature.as_deref().ok_or_else(|| {
-        GatewayError::unauthorized(
-            "encrypted request without msg_signature",
-            Some(ErrorCode::ValidateSignature),
-        )
-    })?;
-    let envelope = RequestEnvelope::parse_borrowed(body)
-        .map_err(|e| GatewayError::bad_request(format!("envelope: {e}"), Some(e.code())))?;
-    Signature::message(&account.config.token, &timestamp, &nonce, &envelope.encrypt)
-        .verify(msg_signature)
-        .map_err(|e| GatewayError::unauthorized(format!("msg_signature: {e}"), Some(e.code())))?;
-    let mut first_error = None;
-    for cipher in &account.ciphers {
-        match cipher.decrypt(&envelope.encrypt) {
-            Ok(xml) => {
-                return Ok(Authenticated {
-                    xml,
-                    encrypted: true,
-                    timestamp,
-                    nonce,
-                })
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(match first_error {
-        Some(error) if error.code() == ErrorCode::ValidateAppid => {
-            GatewayError::unauthorized(format!("decrypt: {error}"), Some(error.code()))
-        }
-        Some(error) => GatewayError::bad_request(format!("decrypt: {error}"), Some(error.code())),
-        None => GatewayError::unauthorized("no key to decrypt with", None),
-    })
+    Ok(account.endpoint.authenticate(query, body, now)?)
 }
 
 /// The whole POST pipeline for one attempt.
 pub async fn handle_post(
     gateway: &Arc<Gateway>,
     account: &Arc<Account>,
-    query: &WeChatQuery,
+    query: &Query,
     body: &[u8],
     started: Instant,
 ) -> Result<(Answer, AnswerKind), GatewayError> {
-    let request = authenticate(account, query, body).inspect_err(|e| {
-        if let Some(code) = e.code() {
-            gateway
-                .metrics
-                .crypto_failure(&account.config.name, code.as_i32());
-        }
-    })?;
+    let request =
+        authenticate(account, query, body, gateway.clock.now_secs()).inspect_err(|e| {
+            if let Some(code) = e.code() {
+                gateway
+                    .metrics
+                    .crypto_failure(&account.config.name, code.as_i32());
+            }
+        })?;
     let inbound = Inbound::parse(&request.xml)
         .map_err(|e| GatewayError::bad_request(format!("message: {e}"), Some(e.code())))?;
     let key = StoreKey {
@@ -619,7 +482,7 @@ fn render(
         return Answer::Success;
     }
     let target = ReplyTarget::answering(inbound, clock.now_secs());
-    let cipher = account.ciphers.first();
+    let cipher = account.endpoint.cipher();
     let rendered = match cipher {
         // Rendered, encrypted, signed and written in one buffer: the same bytes as
         // `reply.render` and an `EncryptedReply` of owned strings with its `to_xml`.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use wechat_proto::{
-    AesKey, AppId, EncryptedReply, ErrorCode, Inbound, MessageCipher, Reply, RequestEnvelope,
-    Signature, Token,
+    AesKey, AppId, EncryptedReply, ErrorCode, Inbound, MessageCipher, Query, Reply,
+    RequestEnvelope, Signature, Token,
 };
 
 use crate::config::StoreConfig;
@@ -185,39 +185,6 @@ pub struct DecryptReport {
     pub error: Option<OfficialError>,
 }
 
-/// The query parameters of a captured request.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query
-        .trim_start_matches('?')
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value))
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Decrypts a captured `Encrypt`, request body or encrypted reply.
 pub fn decrypt(args: &DecryptArgs) -> Result<DecryptReport, ToolError> {
     let mut report = DecryptReport {
@@ -284,11 +251,15 @@ pub fn decrypt(args: &DecryptArgs) -> Result<DecryptReport, ToolError> {
         }
     };
     if let Some(query) = &args.query {
-        let get = |name: &str| {
-            query_param(query, name)
-                .ok_or_else(|| ToolError::Usage(format!("--query has no {name}")))
+        let query = Query::parse(query).map_err(|e| ToolError::Usage(format!("--query: {e}")))?;
+        let get = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| ToolError::Usage(format!("--query has no {name}")))
         };
-        signed = Some((get("timestamp")?, get("nonce")?, get("msg_signature")?));
+        signed = Some((
+            get(query.timestamp, "timestamp")?,
+            get(query.nonce, "nonce")?,
+            get(query.msg_signature, "msg_signature")?,
+        ));
     }
     if let Some(token) = &token {
         match &signed {
@@ -462,72 +433,24 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, ToolError> {
     parse_utc(text).ok_or_else(bad)
 }
 
-/// `YYYY-MM-DD[(T| )HH:MM[:SS]][Z]` in UTC → Unix milliseconds.
+/// `YYYY-MM-DD[(T| )HH:MM[:SS]][Z]` in UTC → Unix milliseconds (years 1970 to 9999).
 fn parse_utc(text: &str) -> Option<i64> {
     let text = text.strip_suffix('Z').unwrap_or(text);
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((date, time)) => (date, time),
-        None => (text, "00:00:00"),
-    };
-    let mut date_parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let mut time_parts = time.split(':').map(|p| p.parse::<i64>().ok());
-    let hour = time_parts.next()??;
-    let minute = time_parts.next()??;
-    let second = time_parts.next().unwrap_or(Some(0))?;
-    let valid = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && (0..24).contains(&hour)
-        && (0..60).contains(&minute)
-        && (0..=60).contains(&second)
-        && (1970..=9999).contains(&year);
-    if !valid || date_parts.next().is_some() || time_parts.next().is_some() {
+    let datetime: jiff::civil::DateTime = text.parse().ok()?;
+    if !(1970..=9999).contains(&datetime.year()) {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let zoned = datetime.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    Some(zoned.timestamp().as_millisecond())
 }
 
 /// Unix milliseconds as `2024-05-17 10:55:29Z`.
 pub fn format_utc(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    let rest = seconds.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => at.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        // Outside jiff's range (years -9999 to 9999): no store writes such a time.
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 /// One inbox entry on one line.
@@ -719,9 +642,16 @@ mod tests {
         assert_eq!(parse_utc("2024-02-29"), Some(1_709_164_800_000));
         assert_eq!(parse_utc("2024-13-01"), None);
         assert_eq!(parse_utc("yesterday"), None);
-        for days in [-1, 0, 59, 60, 365, 10_957, 19_860, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+        assert_eq!(parse_utc("1969-12-31"), None);
+        for ms in [
+            0,
+            59_000,
+            951_782_400_000,
+            1_715_943_329_000,
+            4_102_444_800_000,
+        ] {
+            let text = format_utc(ms);
+            assert_eq!(parse_utc(&text), Some(ms), "{text}");
         }
     }
 
@@ -737,18 +667,6 @@ mod tests {
         assert!(parse_since("-5m", now).is_err());
         assert!(parse_since("", now).is_err());
         assert!(parse_since("99999999999999999999d", now).is_err());
-    }
-
-    #[test]
-    fn query_parameters_are_decoded() {
-        let query = "signature=ab&timestamp=17&nonce=n%20x&msg_signature=cd%";
-        assert_eq!(query_param(query, "nonce").as_deref(), Some("n x"));
-        assert_eq!(query_param(query, "msg_signature").as_deref(), Some("cd%"));
-        assert_eq!(
-            query_param("?timestamp=1", "timestamp").as_deref(),
-            Some("1")
-        );
-        assert_eq!(query_param(query, "echostr"), None);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The XML side of the inbound model: reading a parsed [`Document`] into an [`Inbound`],
 //! and writing an [`Inbound`] back the way WeChat would send it.
 //!
-//! Reading is lenient in the ways PROTOCOL §5–6 requires (see the parent module); the
+//! Reading is lenient in the ways docs/protocol.md §5–6 requires (see the parent module); the
 //! one rule it enforces is that the header is complete. A known kind whose typed numbers
 //! are missing is kept as `Unknown`, which is why numbers are always checked before any
 //! text is moved out of the document.
 
 use crate::xml::{parse_number, Document, Element, Number, ParseError, XmlWriter};
 
+use super::tags::{EventTag, MsgTypeTag};
 use super::{Event, Header, Inbound, Kind};
 
 /// The root element.
@@ -24,90 +25,6 @@ struct HeaderSlots {
     msg_id: Option<(usize, &'static str)>,
     msg_data_id: Option<usize>,
     idx: Option<usize>,
-}
-
-/// The message types with a typed variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MsgTypeTag {
-    Text,
-    Image,
-    Voice,
-    Video,
-    ShortVideo,
-    Location,
-    Link,
-    Event,
-    Other,
-}
-
-impl MsgTypeTag {
-    fn of(msg_type: &str) -> MsgTypeTag {
-        const TAGS: [(&str, MsgTypeTag); 8] = [
-            ("text", MsgTypeTag::Text),
-            ("image", MsgTypeTag::Image),
-            ("voice", MsgTypeTag::Voice),
-            ("video", MsgTypeTag::Video),
-            ("shortvideo", MsgTypeTag::ShortVideo),
-            ("location", MsgTypeTag::Location),
-            ("link", MsgTypeTag::Link),
-            ("event", MsgTypeTag::Event),
-        ];
-        TAGS.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(msg_type))
-            .map_or(MsgTypeTag::Other, |&(_, tag)| tag)
-    }
-}
-
-/// The events with a typed variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EventTag {
-    Subscribe,
-    Unsubscribe,
-    Scan,
-    Location,
-    Click,
-    View,
-    ScancodePush,
-    ScancodeWaitmsg,
-    PicSysphoto,
-    PicPhotoOrAlbum,
-    PicWeixin,
-    LocationSelect,
-    ViewMiniprogram,
-    TemplateSendJobFinish,
-    MassSendJobFinish,
-    KfCreateSession,
-    KfCloseSession,
-    KfSwitchSession,
-    Other,
-}
-
-impl EventTag {
-    fn of(event: &str) -> EventTag {
-        const TAGS: [(&str, EventTag); 18] = [
-            ("subscribe", EventTag::Subscribe),
-            ("unsubscribe", EventTag::Unsubscribe),
-            ("scan", EventTag::Scan),
-            ("location", EventTag::Location),
-            ("click", EventTag::Click),
-            ("view", EventTag::View),
-            ("scancode_push", EventTag::ScancodePush),
-            ("scancode_waitmsg", EventTag::ScancodeWaitmsg),
-            ("pic_sysphoto", EventTag::PicSysphoto),
-            ("pic_photo_or_album", EventTag::PicPhotoOrAlbum),
-            ("pic_weixin", EventTag::PicWeixin),
-            ("location_select", EventTag::LocationSelect),
-            ("view_miniprogram", EventTag::ViewMiniprogram),
-            ("templatesendjobfinish", EventTag::TemplateSendJobFinish),
-            ("masssendjobfinish", EventTag::MassSendJobFinish),
-            ("kf_create_session", EventTag::KfCreateSession),
-            ("kf_close_session", EventTag::KfCloseSession),
-            ("kf_switch_session", EventTag::KfSwitchSession),
-        ];
-        TAGS.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(event))
-            .map_or(EventTag::Other, |&(_, tag)| tag)
-    }
 }
 
 /// Builds the model from a parsed document.
@@ -143,20 +60,32 @@ pub(super) fn from_document(doc: &mut Document<'_>) -> Result<Inbound, ParseErro
         .msg_type
         .ok_or(ParseError::MissingField { field: "MsgType" })?;
     let create_time = required_number(doc, create_time_index, "CreateTime")?;
+    doc.mark_used(create_time_index);
+    doc.mark_used(msg_type);
     let tag = MsgTypeTag::of(doc.text(msg_type));
 
     // Events have no message id: their `MsgID` is a job id, left to the event.
     let msg_id_slot = slots.msg_id.filter(|_| tag != MsgTypeTag::Event);
     let msg_id = match msg_id_slot {
-        Some((index, spelling)) => optional_number(doc, index, spelling)?,
+        Some((index, spelling)) => {
+            doc.mark_used(index);
+            optional_number(doc, index, spelling)?
+        }
         None => None,
     };
     let idx = match slots.idx {
-        Some(index) => optional_number(doc, index, "Idx")?,
+        Some(index) => {
+            doc.mark_used(index);
+            optional_number(doc, index, "Idx")?
+        }
         None => None,
     };
 
     let kind = build_kind(doc, tag, msg_type);
+    let typed = !matches!(
+        kind,
+        Kind::Unknown { .. } | Kind::Event(Event::Unknown { .. })
+    );
 
     let header = Header {
         to_user_name: doc.take_text(to_user_name),
@@ -166,7 +95,17 @@ pub(super) fn from_document(doc: &mut Document<'_>) -> Result<Inbound, ParseErro
         msg_data_id: slots.msg_data_id.map(|index| doc.take_text(index)),
         idx,
     };
-    Ok(Inbound { header, kind })
+    // An unknown kind keeps every element in its `fields` already.
+    let extra = if typed {
+        extra_elements(doc, tag == MsgTypeTag::Event)
+    } else {
+        Vec::new()
+    };
+    Ok(Inbound {
+        header,
+        kind,
+        extra,
+    })
 }
 
 /// Stores `index` in `slot` unless an earlier element already filled it: the first
@@ -303,7 +242,7 @@ fn build_event(doc: &mut Document<'_>, tag: EventTag) -> Option<Event> {
         },
         EventTag::ScancodePush | EventTag::ScancodeWaitmsg => {
             let event_key = take(doc, ROOT, "EventKey");
-            let info = doc.child(ROOT, "ScanCodeInfo");
+            let info = container(doc, ROOT, "ScanCodeInfo");
             let scan_type = info
                 .map(|info| take(doc, info, "ScanType"))
                 .unwrap_or_default();
@@ -327,15 +266,24 @@ fn build_event(doc: &mut Document<'_>, tag: EventTag) -> Option<Event> {
         EventTag::PicSysphoto | EventTag::PicPhotoOrAlbum | EventTag::PicWeixin => {
             let info = doc.child(ROOT, "SendPicsInfo")?;
             let count = number(doc, info, "Count")?;
-            let sums: Vec<usize> = match doc.child(info, "PicList") {
+            doc.mark_used(info);
+            // Each `item` holding a `PicMd5Sum` is one picture; an item without one is
+            // not part of the model and stays an extra element.
+            let items: Vec<(usize, usize)> = match container(doc, info, "PicList") {
                 Some(list) => doc
                     .children(list)
                     .filter(|&item| doc.name(item) == "item")
-                    .filter_map(|item| doc.child(item, "PicMd5Sum"))
+                    .filter_map(|item| Some((item, doc.child(item, "PicMd5Sum")?)))
                     .collect(),
                 None => Vec::new(),
             };
-            let pic_md5_sums = sums.into_iter().map(|sum| doc.take_text(sum)).collect();
+            let pic_md5_sums = items
+                .into_iter()
+                .map(|(item, sum)| {
+                    doc.mark_used(item);
+                    doc.take_text(sum)
+                })
+                .collect();
             let event_key = take(doc, ROOT, "EventKey");
             match tag {
                 EventTag::PicSysphoto => Event::PicSysphoto {
@@ -359,6 +307,7 @@ fn build_event(doc: &mut Document<'_>, tag: EventTag) -> Option<Event> {
             let info = doc.child(ROOT, "SendLocationInfo")?;
             let location_x = float(doc, info, "Location_X")?;
             let location_y = float(doc, info, "Location_Y")?;
+            doc.mark_used(info);
             Event::LocationSelect {
                 event_key: take(doc, ROOT, "EventKey"),
                 location_x,
@@ -410,9 +359,20 @@ fn take_optional(doc: &mut Document<'_>, parent: usize, name: &str) -> Option<St
 }
 
 /// The number in child `name` of `parent`, `None` when absent or not a number.
-fn number<T: Number>(doc: &Document<'_>, parent: usize, name: &str) -> Option<T> {
-    doc.child(parent, name)
-        .and_then(|index| parse_number(doc.text(index)))
+///
+/// Only a number that parses is taken: anything else stays an extra element.
+fn number<T: Number>(doc: &mut Document<'_>, parent: usize, name: &str) -> Option<T> {
+    let index = doc.child(parent, name)?;
+    let value = parse_number(doc.text(index))?;
+    doc.mark_used(index);
+    Some(value)
+}
+
+/// Child `name` of `parent`, taken as a container of modelled fields.
+fn container(doc: &mut Document<'_>, parent: usize, name: &str) -> Option<usize> {
+    let index = doc.child(parent, name)?;
+    doc.mark_used(index);
+    Some(index)
 }
 
 /// The finite float in child `name` of `parent`, `None` when absent, not a number, or
@@ -422,8 +382,11 @@ fn number<T: Number>(doc: &Document<'_>, parent: usize, name: &str) -> Option<T>
 /// (parsed as infinity). No coordinate, precision or zoom is infinite or NaN, and the
 /// JSON form cannot carry them (serde_json writes `null`, which does not read back), so
 /// they are invalid numbers like any other text that is not one.
-fn float(doc: &Document<'_>, parent: usize, name: &str) -> Option<f64> {
-    number::<f64>(doc, parent, name).filter(|value| value.is_finite())
+fn float(doc: &mut Document<'_>, parent: usize, name: &str) -> Option<f64> {
+    let index = doc.child(parent, name)?;
+    let value = parse_number::<f64>(doc.text(index)).filter(|value| value.is_finite())?;
+    doc.mark_used(index);
+    Some(value)
 }
 
 /// `MenuId`, which the documentation also spells `MenuID`.
@@ -432,7 +395,7 @@ fn take_menu_id(doc: &mut Document<'_>) -> Option<String> {
 }
 
 /// The job id of a job-finish event, `MsgID` or `MsgId`.
-fn job_id(doc: &Document<'_>) -> Option<u64> {
+fn job_id(doc: &mut Document<'_>) -> Option<u64> {
     number(doc, ROOT, "MsgID").or_else(|| number(doc, ROOT, "MsgId"))
 }
 
@@ -447,6 +410,75 @@ fn raw_fields(doc: &Document<'_>, event: bool) -> Vec<Element> {
         .filter(|&child| !is_header_element(doc.name(child), event))
         .map(|child| doc.to_element(child))
         .collect()
+}
+
+/// What no typed field took, for a typed kind ([`Inbound::extra`]): every element under
+/// the root that the model did not read, whole, and for a container the model did read
+/// (`ScanCodeInfo`, `SendPicsInfo`, …) an element of the same name holding only what it
+/// did not read, nested ones included. Header elements (every occurrence) are left out,
+/// as in [`raw_fields`].
+///
+/// Among the children of such a partial container, once one `item` is kept, every
+/// `item` is: an empty one stands for an item the model took entirely, so that the kept
+/// parts stay next to the right picture.
+fn extra_elements(doc: &Document<'_>, event: bool) -> Vec<Element> {
+    let mut extra = Vec::new();
+    for child in doc.children(ROOT) {
+        // The common case first: a leaf the model took.
+        if doc.is_used(child) && !doc.has_children(child) {
+            continue;
+        }
+        if is_header_element(doc.name(child), event) {
+            continue;
+        }
+        let kept = if doc.is_used(child) {
+            leftover(doc, child)
+        } else {
+            Some(doc.to_element(child))
+        };
+        extra.extend(kept);
+    }
+    extra
+}
+
+/// What the model did not take of element `index`, which it did take: `None` when that
+/// is nothing.
+fn leftover(doc: &Document<'_>, index: usize) -> Option<Element> {
+    let kept: Vec<(usize, Option<Element>)> = doc
+        .children(index)
+        .map(|child| {
+            let kept = if !doc.is_used(child) {
+                Some(doc.to_element(child))
+            } else if doc.has_children(child) {
+                leftover(doc, child)
+            } else {
+                None
+            };
+            (child, kept)
+        })
+        .collect();
+    let positional = kept
+        .iter()
+        .any(|(child, kept)| kept.is_some() && doc.name(*child) == "item");
+    let children: Vec<Element> = kept
+        .into_iter()
+        .filter_map(|(child, kept)| match kept {
+            None if positional && doc.name(child) == "item" => Some(Element {
+                name: "item".to_owned(),
+                ..Element::default()
+            }),
+            kept => kept,
+        })
+        .collect();
+    let text = doc.text(index);
+    if children.is_empty() && text.is_empty() {
+        return None;
+    }
+    Some(Element {
+        name: doc.name(index).to_owned(),
+        text: text.to_owned(),
+        children,
+    })
 }
 
 /// Whether an element under the root belongs to the header rather than to the kind.

@@ -28,20 +28,28 @@ pub(crate) struct Document<'a> {
     nodes: Vec<Node<'a>>,
 }
 
+/// The largest input the reader takes, whatever the [`Limits`]: positions are `u32`.
+const MAX_INPUT: usize = u32::MAX as usize;
+
 /// One element of a [`Document`].
 #[derive(Debug)]
 struct Node<'a> {
     /// The element name, borrowed from the input.
     name: &'a str,
     /// Where the name starts in the input (after any byte-order mark), so that an end tag
-    /// can be compared with it word by word.
-    name_at: usize,
+    /// can be compared with it word by word. A `u32` (inputs are capped below 4 GiB) so
+    /// that a node, `used` included, stays 64 bytes: the usual message's 16 nodes then
+    /// fit one allocation the allocator serves from its fast per-thread cache.
+    name_at: u32,
     /// The text directly inside the element, borrowed unless it had to be built.
     text: Cow<'a, str>,
     /// The index of the parent element; the root is its own parent.
     parent: usize,
     /// One past the index of the last element of this subtree.
     end: usize,
+    /// Whether a model took this element (its text, its number, or it as a container), so
+    /// that what no model took can be kept as raw extra elements.
+    used: bool,
 }
 
 impl<'a> Document<'a> {
@@ -52,10 +60,10 @@ impl<'a> Document<'a> {
     pub(crate) fn parse(input: &'a [u8], limits: Limits) -> Result<Document<'a>, ParseError> {
         // The size check is O(1) and bounds the work of everything after it, including
         // the declaration scan.
-        if input.len() > limits.max_bytes {
+        if input.len() > limits.max_bytes.min(MAX_INPUT) {
             return Err(ParseError::TooLarge {
                 len: input.len(),
-                max: limits.max_bytes,
+                max: limits.max_bytes.min(MAX_INPUT),
             });
         }
         // The tokenizer rejects a declaration as soon as it reaches one. A document that
@@ -120,8 +128,31 @@ impl<'a> Document<'a> {
     pub(crate) fn take_text(&mut self, index: usize) -> String {
         self.nodes
             .get_mut(index)
-            .map(|node| std::mem::take(&mut node.text).into_owned())
+            .map(|node| {
+                node.used = true;
+                std::mem::take(&mut node.text).into_owned()
+            })
             .unwrap_or_default()
+    }
+
+    /// Records that a model took element `index` (a number, or a container).
+    pub(crate) fn mark_used(&mut self, index: usize) {
+        if let Some(node) = self.nodes.get_mut(index) {
+            node.used = true;
+        }
+    }
+
+    /// Whether a model took element `index`: [`Document::take_text`] or
+    /// [`Document::mark_used`] was called for it.
+    pub(crate) fn is_used(&self, index: usize) -> bool {
+        self.nodes.get(index).is_some_and(|node| node.used)
+    }
+
+    /// Whether element `index` has child elements.
+    pub(crate) fn has_children(&self, index: usize) -> bool {
+        self.nodes
+            .get(index)
+            .is_some_and(|node| node.end > index + 1)
     }
 
     /// Moves the text of element `index` out, borrowed from the input when it was not
@@ -129,7 +160,10 @@ impl<'a> Document<'a> {
     pub(crate) fn take_text_cow(&mut self, index: usize) -> Cow<'a, str> {
         self.nodes
             .get_mut(index)
-            .map(|node| std::mem::take(&mut node.text))
+            .map(|node| {
+                node.used = true;
+                std::mem::take(&mut node.text)
+            })
             .unwrap_or_default()
     }
 
@@ -488,12 +522,16 @@ impl<'a> TreeBuilder<'a> {
             });
         }
         let index = self.nodes.len();
+        // `Document::parse` caps the input at `MAX_INPUT`, so every position fits.
+        let name_at =
+            u32::try_from(name_at).map_err(|_| malformed_at("an input over 4 GiB", position))?;
         self.nodes.push(Node {
             name,
             name_at,
             text: Cow::Borrowed(text),
             parent: self.current.unwrap_or(index),
             end: index + 1,
+            used: false,
         });
         Ok(index)
     }
@@ -543,7 +581,7 @@ impl<'a> TreeBuilder<'a> {
     fn current_name_at(&self) -> Option<(&'a str, usize)> {
         self.current
             .and_then(|index| self.nodes.get(index))
-            .map(|node| (node.name, node.name_at))
+            .map(|node| (node.name, node.name_at as usize))
     }
 
     /// The name of the innermost open element.
@@ -783,6 +821,10 @@ fn malformed_at(what: &str, position: usize) -> ParseError {
         reason: format!("{what} at byte {position}"),
     }
 }
+
+// The size [`Node::name_at`] is chosen for, on 64-bit targets.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Node<'static>>() == 64);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use wechat_proto::inbound::{Event, Inbound, Kind};
 use wechat_proto::xml::{Element, Limits, ParseError};
 use wechat_proto::ErrorCode;
 
-use super::{check, check_round_trips, event, message, HEADER};
+use super::{check, check_round_trips, check_with_extra, event, message, HEADER};
 
 #[test]
 fn msg_id_is_accepted_in_both_spellings() {
@@ -487,11 +487,19 @@ fn non_finite_floats_are_not_numbers() {
 }
 
 #[test]
-fn unknown_elements_are_ignored() {
-    check(
+fn unknown_elements_are_kept_as_extra() {
+    check_with_extra(
         "<MsgType>text</MsgType><Extra><Deep>1</Deep></Extra><Content>x</Content><AgentID>1</AgentID>",
         None,
         Kind::Text { content: "x".into() },
+        vec![
+            Element {
+                name: "Extra".into(),
+                text: String::new(),
+                children: vec![Element::leaf("Deep", "1")],
+            },
+            Element::leaf("AgentID", "1"),
+        ],
     );
 }
 
@@ -539,7 +547,9 @@ fn dedup_keys() {
             msg_id: 99
         }
     );
-    assert_eq!(key.to_string(), "msg:oUser:99");
+    assert_eq!(key.stable_text(), "msg:oUser:99");
+    // Logs get the masked form.
+    assert_eq!(key.to_string(), "msg:…:99");
 
     // Two different events of one user in the same second.
     let subscribe = message(&event("subscribe", ""));
@@ -554,13 +564,13 @@ fn dedup_keys() {
         .unwrap()
         .dedup_key(location.as_bytes());
     assert_ne!(first, second);
-    assert_ne!(first.to_string(), second.to_string());
+    assert_ne!(first.stable_text(), second.stable_text());
     // A retry is the same bytes, hence the same key.
     let retry = Inbound::parse(subscribe.as_bytes())
         .unwrap()
         .dedup_key(subscribe.as_bytes());
     assert_eq!(first, retry);
-    let text = first.to_string();
+    let text = first.stable_text();
     assert!(text.starts_with("evt:oUser:1700000000:"), "{text}");
     assert_eq!(text.len(), "evt:oUser:1700000000:".len() + 40);
     assert_eq!(text.parse::<DedupKey>().unwrap(), first);

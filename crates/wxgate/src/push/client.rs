@@ -1,4 +1,4 @@
-//! The customer-service message API: `POST /cgi-bin/message/custom/send` (PROTOCOL §8).
+//! The customer-service message API: `POST /cgi-bin/message/custom/send` (docs/protocol.md §8).
 //!
 //! [`message_json`] is the pure mapping of a [`Reply`] to the API's JSON; the client adds
 //! the access token and turns WeChat's `errcode` into a typed [`PushError`]. A rejected

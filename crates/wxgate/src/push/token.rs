@@ -1,5 +1,5 @@
 //! The access token of one account: fetched from one place, cached, refreshed ahead of
-//! expiry, and refreshed again when WeChat rejects it (PROTOCOL §8).
+//! expiry, and refreshed again when WeChat rejects it (docs/protocol.md §8).
 //!
 //! One [`TokenCache`] per account holds a `tokio::sync::Mutex` across the fetch, so many
 //! tasks needing a token at once cause one fetch (single flight); the others wait and

@@ -257,6 +257,7 @@ pub fn inbound(
             idx: None,
         },
         kind,
+        extra: Vec::new(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! every attempt.
 //!
 //! WeChat waits 5 s per attempt, then drops the connection and re-sends the identical
-//! request, up to three more times (PROTOCOL.md §6.1). An answer with status 200 ends the
+//! request, up to three more times (docs/protocol.md §6.1). An answer with status 200 ends the
 //! delivery whatever it holds: WeChat got an answer, so a bad one is shown to the follower
 //! as "该公众号暂时无法提供服务，请稍后再试" rather than retried. A timeout, a failed connection
 //! or (by default) a status other than 200 counts as no answer and is retried; WeChat does

@@ -1,7 +1,7 @@
 //! `wxgate sim verify`: the URL-verification GET WeChat's console sends when a developer
 //! saves the server URL, and whether the webhook echoed `echostr` exactly.
 //!
-//! The same in every mode (PROTOCOL.md §2.1): only the token signs it, and the answer must
+//! The same in every mode (docs/protocol.md §2.1): only the token signs it, and the answer must
 //! be `echostr` byte for byte, nothing more.
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use wechat_proto::{
-    EncryptedReply, Inbound, MessageCipher, Reply, RequestEnvelope, Signature, Token,
+    EncryptedReply, Inbound, MessageCipher, Query, Reply, RequestEnvelope, Signature, Token,
 };
 
 use crate::config::Mode;
@@ -100,38 +100,12 @@ impl fmt::Display for Unusable {
     }
 }
 
-fn query_string(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (key, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(key);
-        out.push('=');
-        for byte in value.bytes() {
-            match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    out.push(byte as char)
-                }
-                _ => out.push_str(&format!("%{byte:02X}")),
-            }
-        }
-    }
-    out
-}
-
 impl WeChatSide {
     /// The URL-verification GET query.
     pub fn verification(&self, timestamp: i64, nonce: &str, echostr: &str) -> SignedRequest {
         let timestamp = timestamp.to_string();
-        let signature = Signature::url(&self.token, &timestamp, nonce).to_hex();
         SignedRequest {
-            query: query_string(&[
-                ("signature", &signature),
-                ("timestamp", &timestamp),
-                ("nonce", nonce),
-                ("echostr", echostr),
-            ]),
+            query: Query::verification(&self.token, &timestamp, nonce, echostr).to_query_string(),
             body: String::new(),
             plaintext: String::new(),
             timestamp,
@@ -148,25 +122,20 @@ impl WeChatSide {
         random: [u8; 16],
     ) -> SignedRequest {
         let timestamp = timestamp.to_string();
-        let signature = Signature::url(&self.token, &timestamp, nonce).to_hex();
         let encrypted = match (&self.mode, &self.cipher) {
             (Mode::Plaintext, _) | (_, None) => None,
             (mode, Some(cipher)) => Some((*mode, cipher.encrypt(plaintext.as_bytes(), random))),
         };
         let Some((mode, encrypt)) = encrypted else {
             return SignedRequest {
-                query: query_string(&[
-                    ("signature", &signature),
-                    ("timestamp", &timestamp),
-                    ("nonce", nonce),
-                ]),
+                query: Query::message(&self.token, &timestamp, nonce, None).to_query_string(),
                 body: plaintext.to_owned(),
                 plaintext: plaintext.to_owned(),
                 timestamp,
                 nonce: nonce.to_owned(),
             };
         };
-        let msg_signature = Signature::message(&self.token, &timestamp, nonce, &encrypt).to_hex();
+        let query = Query::message(&self.token, &timestamp, nonce, Some(&encrypt));
         let body = match mode {
             Mode::Compatible => RequestEnvelope::compatible_body(plaintext, &encrypt),
             _ => RequestEnvelope {
@@ -178,13 +147,7 @@ impl WeChatSide {
             .to_xml(),
         };
         SignedRequest {
-            query: query_string(&[
-                ("signature", &signature),
-                ("timestamp", &timestamp),
-                ("nonce", nonce),
-                ("encrypt_type", "aes"),
-                ("msg_signature", &msg_signature),
-            ]),
+            query: query.to_query_string(),
             body,
             plaintext: plaintext.to_owned(),
             timestamp,

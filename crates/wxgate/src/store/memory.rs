@@ -90,7 +90,7 @@ impl Claims for MemoryStore {
             Decision::First { record } => {
                 let entry = InboxEntry {
                     account: message.key.account.clone(),
-                    dedup_key: message.key.dedup.to_string(),
+                    dedup_key: message.key.dedup.stable_text(),
                     from_user_name: message.from_user_name.clone(),
                     kind: message.kind.clone(),
                     inbound_json: message.inbound_json.clone(),

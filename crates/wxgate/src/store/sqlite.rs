@@ -498,7 +498,7 @@ impl Inbox for SqliteStore {
 impl Outbox for SqliteStore {
     async fn enqueue(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         let account = delivery.key.account.clone();
-        let dedup = delivery.key.dedup.to_string();
+        let dedup = delivery.key.dedup.stable_text();
         let to_user = delivery.to_user.clone();
         let created_at_ms = delivery.created_at_ms;
         self.write(|respond| Op::Enqueue {
@@ -545,7 +545,7 @@ impl Outbox for SqliteStore {
 
     async fn finish(&self, key: &StoreKey, state: &DeliveryState) -> Result<(), StoreError> {
         let account = key.account.clone();
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let (state, reason) = state.columns();
         let reason = reason.map(str::to_owned);
         // The time a delivery finished is for reading only; pruning follows its creation.
@@ -563,7 +563,7 @@ impl Outbox for SqliteStore {
 
     async fn state(&self, key: &StoreKey) -> Result<Option<DeliveryState>, StoreError> {
         let account = key.account.clone();
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let row = self
             .read(move |conn| {
                 conn.prepare_cached(SQL_OUTBOX_STATE)
@@ -692,7 +692,7 @@ impl Inbox for SqliteReader {
 
 impl KeyText {
     fn new(key: &StoreKey) -> KeyText {
-        let dedup = key.dedup.to_string();
+        let dedup = key.dedup.stable_text();
         let order = match &key.dedup {
             // The bits of the id as they are: only the ordering of nearby ids matters.
             DedupKey::Message { msg_id, .. } => i64::from_ne_bytes(msg_id.to_ne_bytes()),

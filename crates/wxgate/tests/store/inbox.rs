@@ -39,7 +39,7 @@ pub async fn the_inbox_records_attempts_completion_and_answer(open: Opener) {
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
     assert_eq!(entry.account, ACCOUNT);
-    assert_eq!(entry.dedup_key, key.dedup.to_string());
+    assert_eq!(entry.dedup_key, key.dedup.stable_text());
     assert_eq!(entry.from_user_name, first.from_user_name);
     assert_eq!(entry.kind, first.kind);
     assert_eq!(entry.inbound_json, first.inbound_json);

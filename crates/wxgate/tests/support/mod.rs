@@ -133,6 +133,7 @@ pub fn message(msg_id: u64, kind: Kind) -> Inbound {
             idx: None,
         },
         kind,
+        extra: Vec::new(),
     }
 }
 
