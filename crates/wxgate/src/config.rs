@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use wechat_proto::inbound::MSG_TYPES;
 use wechat_proto::{AesKey, AppId, Reply, Token};
@@ -28,6 +29,14 @@ pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_FORWARD_MAX_SECS: u64 = 60;
 /// The default number of concurrent calls to one upstream.
 pub const DEFAULT_FORWARD_MAX_CONCURRENCY: usize = 64;
+/// The default time a client has to send a request's complete header (slowloris guard).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a client has to send a request's complete body once its header is in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time an idle keep-alive connection stays open waiting for its next request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default cap on concurrent handler tasks per account.
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 /// The default text answered on the last attempt under `ride_retries`.
 pub const DEFAULT_STILL_WORKING_TEXT: &str = "正在处理，请稍后发送任意消息查看结果。";
 
@@ -61,10 +70,41 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Emit logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Emit one INFO line per message attempt (`[log] access`).
+    pub log_access: bool,
+    /// Timeouts and the connection cap of the HTTP server (`[limits]`).
+    pub limits: Limits,
+    /// Reverse proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
+    pub trusted_proxies: Vec<IpNet>,
     /// The store backend.
     pub store: StoreConfig,
     /// The accounts, each served at `/wx/{name}`.
     pub accounts: Vec<AccountConfig>,
+}
+
+/// The HTTP server's protection against slow, idle and too many clients (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a complete request header, from its first byte
+    /// (or from the accept, for a new connection).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the body once the header is in.
+    pub body_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// The cap on open connections; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: None,
+        }
+    }
 }
 
 /// The store backend and its settings.
@@ -218,6 +258,12 @@ pub struct AccountConfig {
     pub token_endpoint: TokenEndpoint,
     /// The upstream every message no rule answers is forwarded to.
     pub forward: Option<ForwardConfig>,
+    /// The client addresses allowed to POST (the account's `allow_ips`, else the global
+    /// one); empty allows every address.
+    pub allow_ips: Vec<IpNet>,
+    /// How many of this account's handlers may run at once; more wait for a slot inside
+    /// their task (their messages are recorded and answered per the policy meanwhile).
+    pub max_concurrent_handlers: usize,
 }
 
 /// A built-in rule: a matcher and what to answer.
@@ -261,9 +307,32 @@ struct RawConfig {
     shutdown_grace_secs: Option<u64>,
     log_format: Option<String>,
     #[serde(default)]
+    allow_ips: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     store: RawStore,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +365,8 @@ struct RawAccount {
     api_base: Option<String>,
     token_endpoint: Option<TokenEndpoint>,
     forward: Option<RawForward>,
+    allow_ips: Option<Vec<String>>,
+    max_concurrent_handlers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,8 +406,9 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
         Config::from_toml(&text, env)
     }
 
@@ -394,6 +466,9 @@ echo = true
             }
         };
         let store = validate_store(&raw.store)?;
+        let limits = validate_limits(&raw.limits)?;
+        let global_allow = parse_networks("allow_ips", &raw.allow_ips)?;
+        let trusted_proxies = parse_networks("trusted_proxies", &raw.trusted_proxies)?;
         if raw.accounts.is_empty() {
             return Err(ConfigError::new(
                 "accounts",
@@ -403,7 +478,10 @@ echo = true
         let mut names = HashSet::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
         for (index, account) in raw.accounts.iter().enumerate() {
-            let account = validate_account(index, account)?;
+            let mut account = validate_account(index, account)?;
+            if account.allow_ips.is_empty() {
+                account.allow_ips = global_allow.clone();
+            }
             if !names.insert(account.name.clone()) {
                 return Err(ConfigError::new(
                     format!("accounts[{index}].name"),
@@ -417,6 +495,9 @@ echo = true
             body_limit,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
             log_json,
+            log_access: raw.log.access.unwrap_or(true),
+            limits,
+            trusted_proxies,
             store,
             accounts,
         })
@@ -478,6 +559,72 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let millis = |value: Option<u64>, default: Duration, name: &str| {
+        let value = value.map_or(default, Duration::from_millis);
+        if value < Duration::from_millis(50) || value > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                format!("limits.{name}"),
+                "must be between 50 and 600000",
+            ));
+        }
+        Ok(value)
+    };
+    let header_read_timeout = millis(
+        raw.header_read_timeout_ms,
+        DEFAULT_HEADER_READ_TIMEOUT,
+        "header_read_timeout_ms",
+    )?;
+    let body_read_timeout = millis(
+        raw.body_read_timeout_ms,
+        DEFAULT_BODY_READ_TIMEOUT,
+        "body_read_timeout_ms",
+    )?;
+    let idle_timeout = raw
+        .idle_timeout_secs
+        .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs);
+    if idle_timeout.is_zero() || idle_timeout > Duration::from_secs(3600) {
+        return Err(ConfigError::new(
+            "limits.idle_timeout_secs",
+            "must be between 1 and 3600",
+        ));
+    }
+    let max_connections = match raw.max_connections {
+        None | Some(0) => None,
+        Some(n) if n < 16 => {
+            return Err(ConfigError::new(
+                "limits.max_connections",
+                "must be 0 (derive it from the open-file limit) or at least 16",
+            ))
+        }
+        Some(n) => Some(n),
+    };
+    Ok(Limits {
+        header_read_timeout,
+        body_read_timeout,
+        idle_timeout,
+        max_connections,
+    })
+}
+
+/// Parses a list of CIDRs (`10.0.0.0/8`) or bare addresses (a /32 or /128).
+fn parse_networks(field: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        format!("{field}[{i}]"),
+                        format!("{text:?} is not an address or a CIDR such as 101.226.103.0/25"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
@@ -645,6 +792,16 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
             ));
         }
     }
+    let allow_ips = parse_networks(&field("allow_ips"), raw.allow_ips.as_deref().unwrap_or(&[]))?;
+    let max_concurrent_handlers = raw
+        .max_concurrent_handlers
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_HANDLERS);
+    if !(1..=100_000).contains(&max_concurrent_handlers) {
+        return Err(ConfigError::new(
+            field("max_concurrent_handlers"),
+            "must be between 1 and 100000",
+        ));
+    }
     Ok(AccountConfig {
         name,
         app_id,
@@ -669,6 +826,8 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         api_base,
         token_endpoint: raw.token_endpoint.unwrap_or(TokenEndpoint::StableToken),
         forward,
+        allow_ips,
+        max_concurrent_handlers,
     })
 }
 

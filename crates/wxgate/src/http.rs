@@ -5,19 +5,23 @@
 //! account, caps the body before reading it, and writes the answer. Every refusal goes
 //! through [`GatewayError`]'s one `IntoResponse`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::access::{allowed, client_address};
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{Account, Gateway, Live};
 use crate::metrics::AccountLabels;
-use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
+use crate::pipeline::{handle_post, verify_url_signature, Answer, Outcome, WeChatQuery};
 
 /// Builds the router over a gateway.
 pub fn router(gateway: Arc<Gateway>) -> axum::Router {
@@ -31,26 +35,78 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
 
 type QueryResult = Result<Query<WeChatQuery>, axum::extract::rejection::QueryRejection>;
 
+/// The TCP peer, when the server recorded it (`wxgate serve`, or axum's
+/// `into_make_service_with_connect_info`); `oneshot` tests may insert it themselves.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// The request's span: every line logged while the request runs carries the account and
+/// the client address (never the sender's OpenID).
+fn request_span(account: &str, client: Option<IpAddr>) -> tracing::Span {
+    let remote = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    tracing::info_span!("request", account, remote)
+}
+
+/// The client address and whether the account allows it. Without a known peer an account
+/// with `allow_ips` refuses: an unknown caller is not an allowed one.
+fn admit(
+    live: &Live,
+    account: &Account,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> (Option<IpAddr>, Result<(), GatewayError>) {
+    let client = peer.as_ref().map(|Extension(ConnectInfo(addr))| {
+        client_address(addr.ip(), headers, &live.config.trusted_proxies)
+    });
+    let allow = &account.config.allow_ips;
+    let verdict = match client {
+        _ if allow.is_empty() => Ok(()),
+        Some(ip) if allowed(ip, allow) => Ok(()),
+        other => Err(GatewayError::Forbidden {
+            address: other.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+        }),
+    };
+    (client, verdict)
+}
+
 /// `GET /wx/{account}`: URL verification. Echoes `echostr` byte for byte when the
 /// signature matches; anything else is a bare 401.
 async fn verify(
     State(gateway): State<Arc<Gateway>>,
     Path(account): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
     query: QueryResult,
 ) -> Response {
-    let Some(account) = gateway.accounts.get(&account) else {
+    let live = gateway.live.load_full();
+    let Some(account) = live.accounts.get(&account).cloned() else {
         gateway.metrics.request("unknown", "rejected_404");
-        return GatewayError::UnknownAccount.into_response();
+        let error = GatewayError::UnknownAccount;
+        error.log_refusal(None);
+        return error.into_response();
     };
     let name = account.config.name.as_str();
-    let Ok(Query(query)) = query else {
-        gateway.metrics.request(name, "rejected_401");
-        return GatewayError::unauthorized("unreadable verification query", None).into_response();
-    };
-    let echostr = query.echostr.clone();
-    match (verify_url_signature(account, &query, false), echostr) {
-        (Ok(()), Some(echostr)) => {
+    let (client, admitted) = admit(&live, &account, &peer, &headers);
+    let _span = request_span(name, client).entered();
+    let result = admitted.and_then(|()| {
+        let Ok(Query(query)) = query else {
+            return Err(GatewayError::unauthorized(
+                "unreadable verification query",
+                None,
+            ));
+        };
+        verify_url_signature(&account, &query, false).inspect_err(|e| {
+            if let Some(code) = e.code() {
+                gateway.metrics.crypto_failure(name, code.as_i32());
+            }
+        })?;
+        query
+            .echostr
+            .ok_or_else(|| GatewayError::unauthorized("verification without echostr", None))
+    });
+    match result {
+        Ok(echostr) => {
             gateway.metrics.request(name, "verified");
+            tracing::info!("URL verification answered");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain")],
@@ -58,54 +114,65 @@ async fn verify(
             )
                 .into_response()
         }
-        (Ok(()), None) => {
-            gateway.metrics.request(name, "rejected_401");
-            GatewayError::unauthorized("verification without echostr", None).into_response()
-        }
-        (Err(e), _) => {
-            if let Some(code) = e.code() {
-                gateway.metrics.crypto_failure(name, code.as_i32());
-            }
-            gateway.metrics.request(name, "rejected_401");
-            GatewayError::unauthorized(e.to_string(), None).into_response()
+        Err(e) => {
+            gateway.metrics.request(name, e.outcome());
+            e.log_refusal(Some(name));
+            e.into_response()
         }
     }
 }
 
-/// `POST /wx/{account}`: the message pipeline.
+/// `POST /wx/{account}`: the message pipeline, and its one log line.
 async fn message(
     State(gateway): State<Arc<Gateway>>,
     Path(account): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
     query: QueryResult,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let Some(account) = gateway.accounts.get(&account).cloned() else {
+    // Loaded once: the request finishes with this account even if a reload swaps it.
+    let live = gateway.live.load_full();
+    let Some(account) = live.accounts.get(&account).cloned() else {
         gateway.metrics.request("unknown", "rejected_404");
-        return GatewayError::UnknownAccount.into_response();
+        let error = GatewayError::UnknownAccount;
+        error.log_refusal(None);
+        return error.into_response();
     };
     let name = account.config.name.clone();
+    let (client, admitted) = admit(&live, &account, &peer, &headers);
+    let span = request_span(&name, client);
     let result = async {
+        admitted?;
         let Query(query) = query.map_err(|e| GatewayError::bad_request(e.body_text(), None))?;
-        let body = axum::body::to_bytes(body, gateway.body_limit)
-            .await
-            .map_err(|_| GatewayError::BodyTooLarge {
+        let read = axum::body::to_bytes(body, gateway.body_limit);
+        let body = match tokio::time::timeout(live.config.limits.body_read_timeout, read).await {
+            Err(_) => return Err(GatewayError::BodyTimeout),
+            Ok(read) => read.map_err(|_| GatewayError::BodyTooLarge {
                 limit: gateway.body_limit,
-            })?;
+            })?,
+        };
         handle_post(&gateway, &account, &query, &body, started).await
     }
+    .instrument(span.clone())
     .await;
+    let elapsed = started.elapsed();
     gateway
         .metrics
         .latency
         .get_or_create(&AccountLabels {
             account: name.clone(),
         })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    let _span = span.entered();
     match result {
-        Ok((answer, kind)) => {
-            gateway.metrics.request(&name, kind.as_str());
-            match answer {
+        Ok(outcome) => {
+            gateway.metrics.request(&name, outcome.answer_kind.as_str());
+            if live.config.log_access {
+                log_outcome(&outcome, elapsed);
+            }
+            match outcome.answer {
                 Answer::Xml(xml) => (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
@@ -125,9 +192,26 @@ async fn message(
         }
         Err(e) => {
             gateway.metrics.request(&name, e.outcome());
+            e.log_refusal(Some(&name));
             e.into_response()
         }
     }
+}
+
+/// The per-message line: what arrived (kind, a hash of the dedup key), which delivery it
+/// was, what the claim said and what was answered, how fast. No content, no OpenID.
+fn log_outcome(outcome: &Outcome, elapsed: std::time::Duration) {
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        kind = %outcome.kind,
+        dedup = %outcome.dedup_hash,
+        attempt = outcome.attempt,
+        claim = outcome.claim,
+        answer = outcome.answer_kind.as_str(),
+        ms,
+        handler_ms = outcome.handler_ms,
+        "message answered"
+    );
 }
 
 /// The process is up.
@@ -139,7 +223,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     match gateway.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => GatewayError::Unavailable(e.to_string()).into_response(),
+        Err(e) => {
+            let error = GatewayError::Unavailable(e.to_string());
+            error.log_refusal(None);
+            error.into_response()
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! The protocol itself (signatures, crypto, XML) lives in the sans-IO `wechat-proto`
 //! crate; this crate is the I/O shell around it. See ARCHITECTURE.md for the code map.
 
+pub mod access;
 pub mod config;
 pub mod error;
 pub mod forward;

@@ -62,6 +62,35 @@ pub enum Answer {
     Empty,
 }
 
+/// What one attempt came to: the answer for WeChat and what the per-message log line says
+/// about it (http.rs writes the line; nothing here is content or an OpenID).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What goes back to WeChat.
+    pub answer: Answer,
+    /// How the attempt was answered (`replied`, `acked`, `held`, …).
+    pub answer_kind: AnswerKind,
+    /// What the store's claim said: `first`, `in_flight` or `done`.
+    pub claim: &'static str,
+    /// Which delivery of the message this was (1 for the first).
+    pub attempt: u32,
+    /// The handler's own time, when this attempt knows it (a stored completion).
+    pub handler_ms: Option<u64>,
+    /// The message kind: `text`, `event:subscribe`, …
+    pub kind: String,
+    /// A short hex hash of the dedup key's text, to follow one message across attempts
+    /// without logging its sender.
+    pub dedup_hash: String,
+}
+
+/// The first 8 hex digits of the SHA-256 of the dedup key's text form: enough to tell
+/// messages apart in a log, too short to recover the OpenID inside the key.
+pub fn dedup_hash(key: &wechat_proto::DedupKey) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.to_string().as_bytes());
+    hex::encode(&digest[..4])
+}
+
 /// The authenticated request: the account's view of it after step 3.
 struct Authenticated {
     /// The plaintext message XML (decrypted in compatible and safe modes).
@@ -213,7 +242,7 @@ pub async fn handle_post(
     query: &WeChatQuery,
     body: &[u8],
     started: Instant,
-) -> Result<(Answer, AnswerKind), GatewayError> {
+) -> Result<Outcome, GatewayError> {
     let request = authenticate(account, query, body).inspect_err(|e| {
         if let Some(code) = e.code() {
             gateway
@@ -263,7 +292,20 @@ pub async fn handle_post(
         Answered::Success => Answer::Success,
         Answered::Empty => Answer::Empty,
     };
-    Ok((answer, kind))
+    let (claim, handler_ms) = match &claimed.claim {
+        Claim::First => ("first", None),
+        Claim::InFlight => ("in_flight", None),
+        Claim::Done(completion) => ("done", Some(completion.handler_ms)),
+    };
+    Ok(Outcome {
+        answer,
+        answer_kind: kind,
+        claim,
+        attempt: claimed.attempt,
+        handler_ms,
+        kind: message.kind,
+        dedup_hash: dedup_hash(&key.dedup),
+    })
 }
 
 /// The label of a message kind: `text`, or `event:subscribe`.

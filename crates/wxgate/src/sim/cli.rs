@@ -206,8 +206,9 @@ pub enum SimError {
     /// The arguments do not make sense together.
     #[error("{0}")]
     Usage(String),
-    /// A file or the runtime failed.
-    #[error("{context}: {source}")]
+    /// A file or the runtime failed. The I/O error is the `source`, so it is not
+    /// repeated in this message (`{e:#}` shows both once).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
