@@ -437,6 +437,16 @@ impl Gateway {
         Ok(report)
     }
 
+    /// Waits until no handler or push delivery is running, or until `deadline`; new
+    /// tasks may still start meanwhile (the drain keeps answering). Returns whether all
+    /// finished.
+    pub async fn wait_for_tasks(&self, deadline: tokio::time::Instant) -> bool {
+        self.tasks.close();
+        tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+
     /// Waits (up to `grace`) for every running handler and push delivery, then flushes
     /// the store.
     ///

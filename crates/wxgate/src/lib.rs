@@ -9,16 +9,20 @@
 //! crate; this crate is the I/O shell around it. See ARCHITECTURE.md for the code map.
 
 pub mod access;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod gateway;
 pub mod handler;
 pub mod http;
+pub mod ips;
 pub mod metrics;
 pub mod pipeline;
 pub mod push;
+pub mod reload;
 pub mod serve;
+pub mod server;
 pub mod sim;
 pub mod store;
 pub mod tools;

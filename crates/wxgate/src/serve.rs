@@ -68,24 +68,26 @@ impl Bound {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    /// Serves until `shutdown` resolves, then drains and shuts down gracefully (see
+    /// [`crate::server`]). Raises the open-file limit first and derives the connection cap
+    /// from it.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = self.gateway.router();
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        tracing::info!("stopped accepting; waiting for running handlers");
-        match self.gateway.shutdown(self.config.shutdown_grace).await {
-            Ok(0) => tracing::info!("all handlers finished; store flushed"),
-            Ok(unfinished) => tracing::warn!(
-                unfinished,
-                "grace period over with handlers still running; store flushed"
+        let limits = self.config.limits;
+        let files = crate::server::raise_file_limit();
+        let cap = crate::server::connection_cap(limits.max_connections, files);
+        match files {
+            Some(files) => tracing::info!(
+                soft_before = files.soft_before,
+                soft = files.soft,
+                hard = files.hard,
+                max_connections = cap,
+                "open-file limit"
             ),
-            Err(e) => tracing::error!(error = %e, "store flush failed at shutdown"),
+            None => tracing::info!(max_connections = cap, "open-file limit unknown"),
         }
-        Ok(())
+        crate::server::serve(self.gateway, self.listener, limits, cap, shutdown).await
     }
 }
