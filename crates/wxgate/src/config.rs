@@ -331,7 +331,7 @@ struct RawLog {
 struct RawLimits {
     header_read_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
-    idle_timeout_secs: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
 }
 
@@ -582,15 +582,7 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
         DEFAULT_BODY_READ_TIMEOUT,
         "body_read_timeout_ms",
     )?;
-    let idle_timeout = raw
-        .idle_timeout_secs
-        .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs);
-    if idle_timeout.is_zero() || idle_timeout > Duration::from_secs(3600) {
-        return Err(ConfigError::new(
-            "limits.idle_timeout_secs",
-            "must be between 1 and 3600",
-        ));
-    }
+    let idle_timeout = millis(raw.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT, "idle_timeout_ms")?;
     let max_connections = match raw.max_connections {
         None | Some(0) => None,
         Some(n) if n < 16 => {

@@ -161,7 +161,6 @@ pub async fn serve(
     ));
     let connections = Arc::new(Connections::new(max_connections));
     let stop_accepting = CancellationToken::new();
-    let close_idle = CancellationToken::new();
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(accept_loop(
         listener,
@@ -169,7 +168,6 @@ pub async fn serve(
         limits,
         Arc::clone(&connections),
         stop_accepting.clone(),
-        close_idle.clone(),
         tracker.clone(),
     ));
 
@@ -177,13 +175,14 @@ pub async fn serve(
     let grace = gateway.config().shutdown_grace;
     let deadline = Instant::now() + grace;
     lifecycle.set(DRAINING);
-    close_idle.cancel();
+    connections.close_gently();
     tracing::info!(
         grace_secs = grace.as_secs(),
         "draining: still answering while handlers finish; /readyz now answers 503"
     );
     let handlers_done = gateway.wait_for_tasks(deadline).await;
     lifecycle.set(CLOSING);
+    connections.close_gently();
     // Requests in flight are bounded by their budget, or a held attempt's hold.
     let in_flight_limit = HOLD_FOR + Duration::from_secs(1);
     tracker.close();
@@ -217,7 +216,6 @@ async fn accept_loop(
     limits: Limits,
     connections: Arc<Connections>,
     stop: CancellationToken,
-    close_idle: CancellationToken,
     tracker: TaskTracker,
 ) {
     loop {
@@ -257,9 +255,8 @@ async fn accept_loop(
         let shared = connections.register();
         let router = router.clone();
         let connections = Arc::clone(&connections);
-        let close_idle = close_idle.clone();
         tracker.spawn(async move {
-            drive(stream, peer, router, limits, &shared, &close_idle).await;
+            drive(stream, peer, router, limits, &shared).await;
             connections.remove(shared.id);
             drop(permit);
         });
@@ -273,7 +270,6 @@ async fn drive(
     router: axum::Router,
     limits: Limits,
     shared: &Arc<ConnShared>,
-    close_idle: &CancellationToken,
 ) {
     let io = TokioIo::new(Tracked {
         inner: stream,
@@ -298,7 +294,7 @@ async fn drive(
         .serve_connection(io, service);
     let mut conn = pin!(conn);
     let mut evicted = pin!(shared.evict.cancelled());
-    let mut closing = pin!(close_idle.cancelled());
+    let mut closing = pin!(shared.graceful.cancelled());
     let mut graceful_sent = false;
     let mut timer = Box::pin(sleep_until(Instant::now() + limits.idle_timeout));
     let mut armed: Option<Instant> = None;
@@ -357,6 +353,8 @@ struct ConnShared {
     phase: Mutex<Phase>,
     /// Cancelled to close the connection now (eviction, end of the drain).
     evict: CancellationToken,
+    /// Cancelled to close the connection after its current request (the drain).
+    graceful: CancellationToken,
 }
 
 impl ConnShared {
@@ -434,6 +432,7 @@ impl Connections {
             // A new connection owes its first header from the accept on.
             phase: Mutex::new(Phase::Header(Instant::now())),
             evict: CancellationToken::new(),
+            graceful: CancellationToken::new(),
         });
         self.lock().insert(shared.id, Arc::clone(&shared));
         shared
@@ -455,6 +454,22 @@ impl Connections {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Asks every connection that has served a request to close after its current one
+    /// (keep-alive off). A connection still waiting for its first header is left alone:
+    /// closing it now would drop a request that may be on its way; its request is
+    /// answered (a 503 carries `Connection: close`) or its header deadline closes it.
+    fn close_gently(&self) {
+        for connection in self.lock().values() {
+            let waiting_for_header = matches!(
+                *connection.phase.lock().unwrap_or_else(|e| e.into_inner()),
+                Phase::Header(_)
+            );
+            if !waiting_for_header {
+                connection.graceful.cancel();
+            }
         }
     }
 
