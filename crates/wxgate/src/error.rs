@@ -124,7 +124,7 @@ impl GatewayError {
                 if self.key_mismatch_hint().is_some() =>
             {
                 let hint = self.key_mismatch_hint().unwrap_or_default();
-                tracing::warn!(account, %reason, code, "request refused: {hint} of account {account}");
+                tracing::warn!(account, %reason, code, "request refused: account {account}'s {hint}");
             }
             GatewayError::Unauthorized { reason, .. } => {
                 tracing::warn!(account, %reason, code, "request refused: unauthorized");
@@ -143,10 +143,10 @@ impl GatewayError {
     fn key_mismatch_hint(&self) -> Option<&'static str> {
         match self.code()? {
             ErrorCode::IllegalBuffer | ErrorCode::DecryptAes => Some(
-                "decryption failed with every configured key: the EncodingAESKey probably does not match the one in WeChat's console",
+                "EncodingAESKey probably does not match WeChat's (decryption failed with every configured key)",
             ),
             ErrorCode::ValidateAppid => Some(
-                "the message was encrypted for another AppID: app_id probably does not match the one in WeChat's console",
+                "app_id probably does not match WeChat's (the message was encrypted for another AppID)",
             ),
             _ => None,
         }
