@@ -84,7 +84,14 @@ async fn traffic(app: &TestApp) {
     }
     // A retry of the same message.
     deliver(app, "safe", Mode::Safe, &text(1, CONTENT), "3").await;
-    let subscribe = message(0, Kind::Event(Event::Subscribe { event_key: None, ticket: None, scene: None }));
+    let subscribe = message(
+        0,
+        Kind::Event(Event::Subscribe {
+            event_key: None,
+            ticket: None,
+            scene: None,
+        }),
+    );
     deliver(app, "safe", Mode::Safe, &subscribe, "4").await;
     // The forward upstream is unreachable: a recorded handler failure.
     deliver(app, "fwd", Mode::Plaintext, &text(3, CONTENT), "5").await;
@@ -93,9 +100,19 @@ async fn traffic(app: &TestApp) {
     wrong_token.token = wechat_proto::Token::new("not-the-token").unwrap();
     let request = wrong_token.message(&text(4, CONTENT), now(), "6", [2; 16]);
     assert_eq!(app.post("safe", &request).await.0, StatusCode::UNAUTHORIZED);
-    let request = side_with(Mode::Safe, &"Z".repeat(43), APP_ID).message(&text(5, CONTENT), now(), "7", [2; 16]);
+    let request = side_with(Mode::Safe, &"Z".repeat(43), APP_ID).message(
+        &text(5, CONTENT),
+        now(),
+        "7",
+        [2; 16],
+    );
     assert_eq!(app.post("safe", &request).await.0, StatusCode::BAD_REQUEST);
-    let request = side_with(Mode::Safe, KEY, "wxotherapp0000000").message(&text(6, CONTENT), now(), "8", [2; 16]);
+    let request = side_with(Mode::Safe, KEY, "wxotherapp0000000").message(
+        &text(6, CONTENT),
+        now(),
+        "8",
+        [2; 16],
+    );
     assert_eq!(app.post("safe", &request).await.0, StatusCode::UNAUTHORIZED);
     let request = side(Mode::Safe).message(&text(7, CONTENT), now(), "9", [2; 16]);
     assert_eq!(app.post("nobody", &request).await.0, StatusCode::NOT_FOUND);
@@ -117,20 +134,41 @@ async fn logs_carry_one_line_per_message_and_never_a_secret_or_an_openid() {
     app.gateway.shutdown(Duration::from_secs(15)).await.unwrap();
     let logs = captured.text();
 
-    for secret in [SENDER, CONTENT, TOKEN, KEY, OLD_KEY, APP_SECRET, FORWARD_SECRET] {
-        assert!(!logs.contains(secret), "{secret:?} appears in the logs:\n{logs}");
+    for secret in [
+        SENDER,
+        CONTENT,
+        TOKEN,
+        KEY,
+        OLD_KEY,
+        APP_SECRET,
+        FORWARD_SECRET,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} appears in the logs:\n{logs}"
+        );
     }
     // The OpenID is not there in part either (a prefix of 12 would identify a follower).
     assert!(!logs.contains(&SENDER[..12]), "{logs}");
 
-    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("message answered")).collect();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("message answered"))
+        .collect();
     // 6 messages, 1 retry, 1 event, 1 forwarded: one line per attempt.
     assert_eq!(lines.len(), 9, "{logs}");
     let first = lines
         .iter()
         .find(|l| l.contains("account=\"safe\"") || l.contains("account=safe"))
         .expect("a line of the safe account");
-    for field in ["kind=text", "attempt=1", "claim=\"first\"", "answer=\"", "ms=", "remote="] {
+    for field in [
+        "kind=text",
+        "attempt=1",
+        "claim=\"first\"",
+        "answer=\"",
+        "ms=",
+        "remote=",
+    ] {
         assert!(first.contains(field), "{field} missing in {first}");
     }
     let retry = lines
@@ -144,21 +182,30 @@ async fn logs_carry_one_line_per_message_and_never_a_secret_or_an_openid() {
         let start = line.find("dedup=").unwrap() + 6;
         line[start..start + 8].to_owned()
     };
-    assert!(hash(retry).chars().all(|c| c.is_ascii_hexdigit()), "{retry}");
+    assert!(
+        hash(retry).chars().all(|c| c.is_ascii_hexdigit()),
+        "{retry}"
+    );
     let safe_lines = lines.iter().filter(|l| l.contains("account=\"safe\""));
     assert_eq!(
         safe_lines.filter(|l| hash(l) == hash(retry)).count(),
         2,
         "{logs}"
     );
-    assert!(lines.iter().any(|l| l.contains("kind=event:subscribe")), "{logs}");
+    assert!(
+        lines.iter().any(|l| l.contains("kind=event:subscribe")),
+        "{logs}"
+    );
 
     // Refusals: account, code and a hint that names the account.
     let key_hint = logs
         .lines()
         .find(|l| l.contains("EncodingAESKey probably does not match"))
         .expect("the wrong-key hint");
-    assert!(key_hint.contains("account safe's EncodingAESKey"), "{key_hint}");
+    assert!(
+        key_hint.contains("account safe's EncodingAESKey"),
+        "{key_hint}"
+    );
     assert!(key_hint.contains("code=-4000"), "{key_hint}");
     let app_id_hint = logs
         .lines()
@@ -209,8 +256,16 @@ async fn simulator_verdicts_explain_refusals() {
     let mut wrong = side(Mode::Safe);
     wrong.token = wechat_proto::Token::new("not-the-token").unwrap();
     let cases: [(&str, SignedRequest, &str); 2] = [
-        ("safe", wrong.message(&text(1, "x"), now(), "1", [0; 16]), "check --token"),
-        ("nobody", side(Mode::Safe).message(&text(1, "x"), now(), "1", [0; 16]), "account path"),
+        (
+            "safe",
+            wrong.message(&text(1, "x"), now(), "1", [0; 16]),
+            "check --token",
+        ),
+        (
+            "nobody",
+            side(Mode::Safe).message(&text(1, "x"), now(), "1", [0; 16]),
+            "account path",
+        ),
     ];
     for (account, request, hint) in cases {
         let (status, body) = app.post(account, &request).await;
@@ -238,7 +293,9 @@ async fn past_the_handler_cap_every_message_is_recorded_and_answered_in_time() {
                 peak.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 running.fetch_sub(1, Ordering::SeqCst);
-                Ok::<_, HandlerError>(Some(Reply::Text { content: "done".into() }))
+                Ok::<_, HandlerError>(Some(Reply::Text {
+                    content: "done".into(),
+                }))
             }
         })
     });
@@ -274,7 +331,12 @@ async fn past_the_handler_cap_every_message_is_recorded_and_answered_in_time() {
     assert_eq!(recorded.len(), 20);
     for entry in &recorded {
         let completion = entry.completion.as_ref().expect("the handler ran");
-        assert_eq!(completion.reply, Some(Reply::Text { content: "done".into() }));
+        assert_eq!(
+            completion.reply,
+            Some(Reply::Text {
+                content: "done".into()
+            })
+        );
     }
     assert_eq!(peak.load(Ordering::SeqCst), 2);
 }
@@ -321,7 +383,11 @@ async fn allow_ips_admits_only_listed_networks_through_trusted_proxies() {
         (Some("2001:db8::1"), None, StatusCode::OK),
         (Some("8.8.8.8"), None, StatusCode::FORBIDDEN),
         // A client cannot claim an address unless its peer is a trusted proxy.
-        (Some("8.8.8.8"), Some("101.226.103.5"), StatusCode::FORBIDDEN),
+        (
+            Some("8.8.8.8"),
+            Some("101.226.103.5"),
+            StatusCode::FORBIDDEN,
+        ),
         (Some("127.0.0.1"), Some("101.226.103.5"), StatusCode::OK),
         (Some("127.0.0.1"), Some("8.8.8.8"), StatusCode::FORBIDDEN),
         // Without a known peer an account with allow_ips refuses.
@@ -369,7 +435,8 @@ async fn a_reload_swaps_accounts_while_requests_in_flight_keep_theirs() {
     // The current key is the rotated one: the old current key no longer decrypts.
     let (status, _) = deliver(&app, "safe", Mode::Safe, &text(3, "help"), "3").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let request = side_with(Mode::Safe, OLD_KEY, APP_ID).message(&text(4, "help"), now(), "4", [0; 16]);
+    let request =
+        side_with(Mode::Safe, OLD_KEY, APP_ID).message(&text(4, "help"), now(), "4", [0; 16]);
     assert_eq!(app.post("safe", &request).await.0, StatusCode::OK);
     // The listen address in force is still the one the server bound.
     assert_ne!(app.gateway.config().listen.port(), 1);
