@@ -1124,4 +1124,62 @@ mod tests {
         let demo = Config::demo("token", KEY, "wx1").unwrap();
         assert_eq!(demo.accounts.len(), 2);
     }
+
+    #[test]
+    fn operations_settings_have_documented_defaults_and_named_errors() {
+        let config = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        assert!(config.log_access);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.accounts[0].max_concurrent_handlers, 256);
+        assert!(config.accounts[0].allow_ips.is_empty() && config.trusted_proxies.is_empty());
+        // The global allow list applies to accounts without their own.
+        let text = format!(
+            "allow_ips = [\"101.226.103.0/25\", \"10.0.0.1\"]\n{}{}",
+            account(""),
+            account("allow_ips = [\"192.0.2.0/24\"]").replace("name = \"a\"", "name = \"b\"")
+        );
+        let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+        assert_eq!(config.accounts[0].allow_ips.len(), 2);
+        assert_eq!(config.accounts[0].allow_ips[1].to_string(), "10.0.0.1/32");
+        assert_eq!(config.accounts[1].allow_ips.len(), 1);
+        let cases: &[(String, &str)] = &[
+            (
+                format!("[limits]\nheader_read_timeout_ms = 1\n{}", account("")),
+                "limits.header_read_timeout_ms",
+            ),
+            (
+                format!("[limits]\nidle_timeout_ms = 0\n{}", account("")),
+                "limits.idle_timeout_ms",
+            ),
+            (
+                format!("[limits]\nmax_connections = 3\n{}", account("")),
+                "limits.max_connections",
+            ),
+            (format!("[log]\naccess = 1\n{}", account("")), "config"),
+            (
+                format!("allow_ips = [\"nope\"]\n{}", account("")),
+                "allow_ips[0]",
+            ),
+            (
+                format!("trusted_proxies = [\"1.2.3.4/99\"]\n{}", account("")),
+                "trusted_proxies[0]",
+            ),
+            (account("allow_ips = [\"x\"]"), "accounts[0].allow_ips[0]"),
+            (
+                account("max_concurrent_handlers = 0"),
+                "accounts[0].max_concurrent_handlers",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(check(text, &[]), *field, "{text}");
+        }
+        let missing = Config::load(Path::new("/nonexistent/wxgate.toml"), &BTreeMap::new());
+        let error = missing.unwrap_err();
+        assert_eq!(error.field, "config");
+        assert!(error
+            .to_string()
+            .starts_with("config: cannot read /nonexistent/wxgate.toml"));
+    }
 }
