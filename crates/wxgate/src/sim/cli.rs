@@ -62,8 +62,15 @@ impl From<ModeArg> for Mode {
 pub struct AccountArgs {
     /// The webhook URL, e.g. http://127.0.0.1:8080/wx/demo (required).
     // Global (and so not `required` for clap, which forbids both): `sim send text hi --url …`
-    // is the order people type. Emptiness is checked in `side()`.
-    #[arg(long, global = true, default_value = "", hide_default_value = true)]
+    // is the order people type. Emptiness is checked in `side()`. The id differs from the
+    // `url` of the link and view kinds: clap merges global arguments by id.
+    #[arg(
+        id = "webhook_url",
+        long = "url",
+        global = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub url: String,
     /// The account's Token (required).
     #[arg(long, global = true, default_value = "", hide_default_value = true)]
@@ -640,6 +647,26 @@ mod tests {
                 "t",
                 "--json",
             ],
+            &[
+                "x",
+                "send",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+                "link",
+                "https://e/x",
+            ],
+            &[
+                "x",
+                "send",
+                "link",
+                "https://e/x",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+            ],
         ] {
             let Wrapper {
                 sim: SimCommand::Send(send),
@@ -649,10 +676,11 @@ mod tests {
             };
             assert_eq!(send.account.url, "http://h/wx/a", "{args:?}");
             assert_eq!(send.account.token, "t", "{args:?}");
-            assert!(
-                matches!(send.kind, Some(KindArgs::Text { ref content }) if content == "hi"),
-                "{args:?}"
-            );
+            match &send.kind {
+                Some(KindArgs::Text { content }) => assert_eq!(content, "hi"),
+                Some(KindArgs::Link { url, .. }) => assert_eq!(url, "https://e/x"),
+                other => panic!("{other:?}"),
+            }
         }
         // A missing --url is still a clear usage error, not a clap tip about order.
         let Wrapper {
