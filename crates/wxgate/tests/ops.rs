@@ -2,6 +2,7 @@
 //! per-account handler cap under a burst, `allow_ips`, and an in-process reload. (The log
 //! line and what logs must never contain: `tests/logs.rs`.)
 
+mod fake_wechat;
 mod support;
 
 use std::net::SocketAddr;
@@ -211,4 +212,36 @@ async fn a_reload_swaps_accounts_while_requests_in_flight_keep_theirs() {
     assert_eq!(app.post("safe", &request).await.0, StatusCode::OK);
     // The listen address in force is still the one the server bound.
     assert_ne!(app.gateway.config().listen.port(), 1);
+}
+
+#[tokio::test]
+async fn ips_fetches_wechats_callback_addresses_as_an_allow_ips_line() {
+    let fake = fake_wechat::FakeServer::start().await;
+    let config = fake_wechat::config(
+        "[store]\nbackend = \"memory\"",
+        "ack",
+        &format!(
+            "app_secret = \"{}\"\napi_base = \"{}\"",
+            fake_wechat::APP_SECRET,
+            fake.base
+        ),
+        "",
+    );
+    let list = wxgate::ips::fetch(&wxgate::forward::http_client(), &config.accounts[0])
+        .await
+        .unwrap();
+    assert_eq!(list.ip_list, fake_wechat::CALLBACK_IPS);
+    // The printed line is valid config as it stands.
+    let text = format!(
+        "{}[[accounts]]\nname = \"x\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nmode = \"plaintext\"\n",
+        list.to_toml()
+    );
+    let config = wxgate::Config::from_toml(&text, &Default::default()).unwrap();
+    assert_eq!(config.accounts[0].allow_ips.len(), 3);
+    // Without an AppSecret there is no token to ask with.
+    let plain = fake_wechat::config("[store]\nbackend = \"memory\"", "ack", "", "");
+    let error = wxgate::ips::fetch(&wxgate::forward::http_client(), &plain.accounts[0])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no app_secret"), "{error}");
 }
