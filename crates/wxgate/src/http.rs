@@ -46,26 +46,33 @@ fn request_span(account: &str, client: Option<IpAddr>) -> tracing::Span {
     tracing::info_span!("request", account, remote)
 }
 
-/// The client address and whether the account allows it. Without a known peer an account
-/// with `allow_ips` refuses: an unknown caller is not an allowed one.
-fn admit(
-    live: &Live,
-    account: &Account,
-    peer: &Peer,
-    headers: &HeaderMap,
-) -> (Option<IpAddr>, Result<(), GatewayError>) {
-    let client = peer.as_ref().map(|Extension(ConnectInfo(addr))| {
+/// The client address (through trusted proxies), when the server recorded the peer.
+fn client(live: &Live, peer: &Peer, headers: &HeaderMap) -> Option<IpAddr> {
+    peer.as_ref().map(|Extension(ConnectInfo(addr))| {
         client_address(addr.ip(), headers, &live.config.trusted_proxies)
-    });
+    })
+}
+
+/// Whether the account allows the client. Without a known peer an account with
+/// `allow_ips` refuses: an unknown caller is not an allowed one.
+fn admit(account: &Account, client: Option<IpAddr>) -> Result<(), GatewayError> {
     let allow = &account.config.allow_ips;
-    let verdict = match client {
+    match client {
         _ if allow.is_empty() => Ok(()),
         Some(ip) if allowed(ip, allow) => Ok(()),
         other => Err(GatewayError::Forbidden {
             address: other.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
         }),
-    };
-    (client, verdict)
+    }
+}
+
+/// A request for an account that does not exist: 404, logged with the client address.
+fn unknown_account(gateway: &Gateway, client: Option<IpAddr>) -> Response {
+    gateway.metrics.request("unknown", "rejected_404");
+    let _span = request_span("-", client).entered();
+    let error = GatewayError::UnknownAccount;
+    error.log_refusal(None);
+    error.into_response()
 }
 
 /// `GET /wx/{account}`: URL verification. Echoes `echostr` byte for byte when the
@@ -78,14 +85,12 @@ async fn verify(
     query: QueryResult,
 ) -> Response {
     let live = gateway.live.load_full();
+    let client = client(&live, &peer, &headers);
     let Some(account) = live.accounts.get(&account).cloned() else {
-        gateway.metrics.request("unknown", "rejected_404");
-        let error = GatewayError::UnknownAccount;
-        error.log_refusal(None);
-        return error.into_response();
+        return unknown_account(&gateway, client);
     };
     let name = account.config.name.as_str();
-    let (client, admitted) = admit(&live, &account, &peer, &headers);
+    let admitted = admit(&account, client);
     let _span = request_span(name, client).entered();
     let result = admitted.and_then(|()| {
         let Ok(Query(query)) = query else {
@@ -134,14 +139,12 @@ async fn message(
     let started = Instant::now();
     // Loaded once: the request finishes with this account even if a reload swaps it.
     let live = gateway.live.load_full();
+    let client = client(&live, &peer, &headers);
     let Some(account) = live.accounts.get(&account).cloned() else {
-        gateway.metrics.request("unknown", "rejected_404");
-        let error = GatewayError::UnknownAccount;
-        error.log_refusal(None);
-        return error.into_response();
+        return unknown_account(&gateway, client);
     };
     let name = account.config.name.clone();
-    let (client, admitted) = admit(&live, &account, &peer, &headers);
+    let admitted = admit(&account, client);
     let span = request_span(&name, client);
     let result = async {
         admitted?;
@@ -233,6 +236,15 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// Prometheus text exposition; refreshes the inbox-size gauge first.
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    for (name, account) in &gateway.live.load().accounts {
+        gateway
+            .metrics
+            .handler_slots_free
+            .get_or_create(&AccountLabels {
+                account: name.clone(),
+            })
+            .set(i64::try_from(account.handler_slots.available_permits()).unwrap_or(i64::MAX));
+    }
     if let Ok(count) = gateway.store.count().await {
         gateway
             .metrics

@@ -75,6 +75,20 @@ pub struct Metrics {
     pub handler_failures: Family<AccountLabels, Counter>,
     /// Messages in the inbox, refreshed on every scrape.
     pub inbox_size: Gauge,
+    /// Free handler slots per account (`max_concurrent_handlers` minus running handlers),
+    /// refreshed on every scrape; 0 means new handlers wait.
+    pub handler_slots_free: Family<AccountLabels, Gauge>,
+    /// Open HTTP connections of `wxgate serve` (against `limits.max_connections`).
+    pub connections_open: Gauge,
+    /// Connections closed by the server: `header_timeout`, `idle_timeout`, `evicted`.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+}
+
+/// `reason` only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the server closed the connection.
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -99,6 +113,24 @@ impl Metrics {
         );
         let handler_failures = Family::<AccountLabels, Counter>::default();
         let inbox_size = Gauge::default();
+        let handler_slots_free = Family::<AccountLabels, Gauge>::default();
+        let connections_open = Gauge::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "handler_slots_free",
+            "Free handler slots per account (max_concurrent_handlers minus running handlers)",
+            handler_slots_free.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open HTTP connections",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed_by_server",
+            "Connections the server closed: header_timeout, idle_timeout, evicted (connection cap)",
+            connections_closed.clone(),
+        );
         registry.register(
             "requests",
             "Webhook requests by account and outcome",
@@ -149,6 +181,9 @@ impl Metrics {
             handler_duration,
             handler_failures,
             inbox_size,
+            handler_slots_free,
+            connections_open,
+            connections_closed,
         }
     }
 

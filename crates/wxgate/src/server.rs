@@ -44,6 +44,7 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::gateway::Gateway;
+use crate::metrics::ReasonLabels;
 use crate::pipeline::HOLD_FOR;
 
 /// Descriptors kept free under the open-file limit for the store, upstream and WeChat API
@@ -163,6 +164,7 @@ pub async fn serve(
     let stop_accepting = CancellationToken::new();
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(accept_loop(
+        Arc::clone(&gateway),
         listener,
         router,
         limits,
@@ -211,6 +213,7 @@ pub async fn serve(
 }
 
 async fn accept_loop(
+    gateway: Arc<Gateway>,
     listener: TcpListener,
     router: axum::Router,
     limits: Limits,
@@ -255,8 +258,20 @@ async fn accept_loop(
         let shared = connections.register();
         let router = router.clone();
         let connections = Arc::clone(&connections);
+        let gateway = Arc::clone(&gateway);
+        gateway.metrics.connections_open.inc();
         tracker.spawn(async move {
-            drive(stream, peer, router, limits, &shared).await;
+            let closed = drive(stream, peer, router, limits, &shared).await;
+            if let Some(reason) = closed {
+                gateway
+                    .metrics
+                    .connections_closed
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+            gateway.metrics.connections_open.dec();
             connections.remove(shared.id);
             drop(permit);
         });
@@ -264,13 +279,14 @@ async fn accept_loop(
 }
 
 /// Serves one connection under the watch of its deadlines, its eviction and the drain.
+/// Returns why the server closed it, when it did (`None`: the client or hyper ended it).
 async fn drive(
     stream: TcpStream,
     peer: SocketAddr,
     router: axum::Router,
     limits: Limits,
     shared: &Arc<ConnShared>,
-) {
+) -> Option<&'static str> {
     let io = TokioIo::new(Tracked {
         inner: stream,
         shared: Arc::clone(shared),
@@ -300,7 +316,7 @@ async fn drive(
     let mut armed: Option<Instant> = None;
     poll_fn(|cx: &mut Context<'_>| {
         if evicted.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
+            return Poll::Ready(Some("evicted"));
         }
         if !graceful_sent && closing.as_mut().poll(cx).is_ready() {
             conn.as_mut().graceful_shutdown();
@@ -310,10 +326,10 @@ async fn drive(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            return Poll::Ready(());
+            return Poll::Ready(None);
         }
         loop {
-            let Some(deadline) = shared.deadline(&limits) else {
+            let Some((deadline, reason)) = shared.deadline(&limits) else {
                 // Inside a request: the connection wakes us when it is over.
                 return Poll::Pending;
             };
@@ -323,16 +339,16 @@ async fn drive(
             }
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if shared.deadline(&limits) == Some(deadline) => {
-                    tracing::debug!(%peer, "closing a slow or idle connection");
-                    return Poll::Ready(());
+                Poll::Ready(()) if shared.deadline(&limits) == Some((deadline, reason)) => {
+                    tracing::debug!(%peer, reason, "closing a slow or idle connection");
+                    return Poll::Ready(Some(reason));
                 }
                 // The phase moved on while the timer fired: re-arm.
                 Poll::Ready(()) => armed = None,
             }
         }
     })
-    .await;
+    .await
 }
 
 /// Where one connection stands, for its deadline and for eviction.
@@ -358,10 +374,11 @@ struct ConnShared {
 }
 
 impl ConnShared {
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    /// When the connection must be closed unless it moves on, and why.
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, &'static str)> {
         match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Header(since) => Some(since + limits.header_read_timeout),
-            Phase::Idle(since) => Some(since + limits.idle_timeout),
+            Phase::Header(since) => Some((since + limits.header_read_timeout, "header_timeout")),
+            Phase::Idle(since) => Some((since + limits.idle_timeout, "idle_timeout")),
             Phase::Busy(_) => None,
         }
     }

@@ -94,6 +94,14 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
     .await
 }
 
+/// A counter or gauge from `/metrics`, by its line prefix.
+async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let page = get(addr, "/metrics").await;
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn post_text(addr: std::net::SocketAddr, msg_id: u64, content: &str) -> String {
     let signed = side(Mode::Plaintext).message(&text(msg_id, content), now(), "7", [1; 16]);
     request(
@@ -163,6 +171,11 @@ async fn slow_and_idle_connections_are_closed_by_the_server() {
     // Through all that, real requests are answered.
     let answer = post_text(addr, 1, "help").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let closed = "wxgate_connections_closed_by_server_total{reason=";
+    // The silent and the dripping connection, and at least the idle one (the 408's
+    // connection may have idled out too by now).
+    assert!(metric(addr, &format!("{closed}\"header_timeout\"}}")).await >= 2.0);
+    assert!(metric(addr, &format!("{closed}\"idle_timeout\"}}")).await >= 1.0);
     assert!(
         answer.contains("<Content><![CDATA[help]]></Content>"),
         "{answer}"
@@ -208,6 +221,8 @@ async fn past_the_cap_idle_connections_make_room_for_a_real_request() {
     for stream in silent.iter_mut().take(9) {
         assert_eq!(read_until_closed(stream).await, "");
     }
+    let evicted = "wxgate_connections_closed_by_server_total{reason=\"evicted\"}";
+    assert!(metric(addr, evicted).await >= 9.0);
     // Connections still waiting for a header would hold the shutdown for its bounded
     // wait; these clients go away first.
     drop((silent, slowloris));
