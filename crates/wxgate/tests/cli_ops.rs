@@ -316,3 +316,48 @@ fn sighup_rotates_a_key_and_adds_an_account_while_a_message_is_in_flight() {
     }
     drop(runtime);
 }
+
+#[test]
+fn file_errors_name_the_file_and_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        &[
+            "decrypt",
+            "--aes-key",
+            KEY,
+            "--app-id",
+            APP_ID,
+            "--body",
+            "captured.xml",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "wxgate: reading captured.xml: No such file or directory (os error 2)"
+    );
+    let (code, _, err) = run(
+        &[
+            "sim",
+            "send",
+            "--xml",
+            "captured.xml",
+            "--url",
+            "http://127.0.0.1:1/wx/a",
+            "--token",
+            "t",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let (code, _, err) = run(&["serve", "--config", "nope.toml"], dir.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("wxgate: config: cannot read nope.toml"),
+        "{err}"
+    );
+}
