@@ -97,9 +97,16 @@ pub fn connection_cap(configured: Option<usize>, files: Option<FileLimit>) -> us
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
 
-/// Where the server is in its life; read by the drain middleware on every request.
-#[derive(Debug, Default)]
+/// Where the server is in its life (`SERVING`, `DRAINING`, `CLOSING`); read by the drain
+/// middleware on every request.
+#[derive(Debug)]
 pub struct Lifecycle(AtomicU8);
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        Lifecycle(AtomicU8::new(SERVING))
+    }
+}
 
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -127,7 +134,6 @@ async fn drain_guard(
     let refuse = match lifecycle.get() {
         DRAINING => path == "/readyz",
         CLOSING => path != "/healthz",
-        SERVING => false,
         _ => false,
     };
     if refuse {
