@@ -361,3 +361,55 @@ fn file_errors_name_the_file_and_the_cause_once() {
         "{err}"
     );
 }
+
+/// `script` gives the process a terminal for its stderr, as an operator's shell would.
+fn on_a_terminal(command: &str, no_color: bool) -> Option<String> {
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let mut run = Command::new(script);
+    run.args(["-qec", command, "/dev/null"])
+        .env_remove("NO_COLOR");
+    if no_color {
+        run.env("NO_COLOR", "1");
+    }
+    let output = run.output().unwrap();
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn colours_only_on_a_terminal_and_never_with_no_color() {
+    // A port already taken: serve logs its start-up warning, then fails to bind and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wxgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{}\"\n[store]\nbackend = \"memory\"\n{}",
+            taken.local_addr().unwrap(),
+            account("idle", "plaintext", KEY, "")
+        ),
+    )
+    .unwrap();
+    let command = format!("{BIN} serve --config {}", config.display());
+    let Some(coloured) = on_a_terminal(&command, false) else {
+        // Without `script` the pipe case (sighup test) is the check.
+        return;
+    };
+    assert!(
+        coloured.contains("neither rules nor a forward"),
+        "{coloured}"
+    );
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colour on a terminal: {coloured}"
+    );
+    let plain = on_a_terminal(&command, true).unwrap();
+    assert!(plain.contains("neither rules nor a forward"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour despite NO_COLOR: {plain}"
+    );
+    drop(taken);
+}
