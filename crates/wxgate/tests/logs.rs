@@ -5,6 +5,7 @@
 //! interest across threads, so capturing with thread-local subscribers in parallel tests
 //! could miss lines.
 
+mod fake_wechat;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -124,20 +125,36 @@ async fn traffic(app: &TestApp) {
     assert_eq!(app.post("nobody", &request).await.0, StatusCode::NOT_FOUND);
 }
 
-fn ops_config() -> wxgate::Config {
+/// The three test accounts, `fwd` (an unreachable upstream) and `pushed` (a slow upstream
+/// at the fake, whose late reply goes out through the fake customer-service API with a
+/// real access token).
+fn ops_config(fake: &str) -> wxgate::Config {
     let fwd = format!(
-        "[[accounts]]\nname = \"fwd\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nmode = \"plaintext\"\npolicy = \"push\"\napp_secret = \"{APP_SECRET}\"\napi_base = \"http://127.0.0.1:9\"\n[accounts.forward]\nurl = \"http://127.0.0.1:9/upstream\"\nsecret = \"{FORWARD_SECRET}\"\nmax_secs = 1\n"
+        "[[accounts]]\nname = \"fwd\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nmode = \"plaintext\"\npolicy = \"push\"\napp_secret = \"{APP_SECRET}\"\napi_base = \"http://127.0.0.1:9\"\n[accounts.forward]\nurl = \"http://127.0.0.1:9/upstream\"\nsecret = \"{FORWARD_SECRET}\"\nmax_secs = 1\n\
+         [[accounts]]\nname = \"pushed\"\napp_id = \"{APP_ID}\"\ntoken = \"{TOKEN}\"\nmode = \"plaintext\"\npolicy = \"push\"\nbudget_ms = 100\napp_secret = \"{}\"\napi_base = \"{fake}\"\n[accounts.forward]\nurl = \"{fake}/upstream\"\n",
+        fake_wechat::APP_SECRET
     );
     config("ack", &fwd)
 }
 
 async fn logs_carry_one_line_per_message_and_never_a_secret_or_an_openid() {
     let (captured, _guard) = capture(false);
-    let app = TestApp::new(ops_config(), |b| b);
+    let fake = fake_wechat::FakeServer::start().await;
+    fake.with(|f| f.upstream.delay = Duration::from_millis(300));
+    let app = TestApp::new(ops_config(&fake.base), |b| b);
     traffic(&app).await;
+    deliver(&app, "pushed", Mode::Plaintext, &text(8, CONTENT), "10").await;
     // Let the failing forward and the push worker finish their logging.
     app.gateway.shutdown(Duration::from_secs(15)).await.unwrap();
     let logs = captured.text();
+    // The late reply went out with an access token, which the logs never show.
+    assert_eq!(fake.with(|f| f.sent.len()), 1);
+    let issued: Vec<String> = fake.with(|f| f.tokens.keys().cloned().collect());
+    assert!(!issued.is_empty());
+    for token in &issued {
+        assert!(!logs.contains(token.as_str()), "{token} in the logs");
+    }
+    assert!(!logs.contains(fake_wechat::APP_SECRET), "{logs}");
 
     for secret in [
         SENDER,
@@ -160,8 +177,8 @@ async fn logs_carry_one_line_per_message_and_never_a_secret_or_an_openid() {
         .lines()
         .filter(|l| l.contains("message answered"))
         .collect();
-    // 6 messages, 1 retry, 1 event, 1 forwarded: one line per attempt.
-    assert_eq!(lines.len(), 9, "{logs}");
+    // 6 messages, 1 retry, 1 event, 1 forwarded, 1 pushed: one line per attempt.
+    assert_eq!(lines.len(), 10, "{logs}");
     let first = lines
         .iter()
         .find(|l| l.contains("account=\"safe\"") || l.contains("account=safe"))
