@@ -1,8 +1,8 @@
 //! `wxgate serve`: open the store, bind, serve until a signal, shut down gracefully.
 //!
-//! Shutdown order: stop accepting and let in-flight requests finish (axum's graceful
-//! shutdown), then wait for handler tasks still working past their answers, then flush the
-//! store. Nothing here reads the environment: the binary passes a validated [`Config`].
+//! Serving, the limits and the shutdown drain (keep answering while handlers finish, then
+//! fast 503s, then close and flush the store) are [`crate::server`]'s. Nothing here reads
+//! the environment: the binary passes a validated [`Config`].
 
 use std::future::Future;
 use std::net::SocketAddr;
