@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use wechat_proto::inbound::MSG_TYPES;
 use wechat_proto::{AesKey, AppId, Reply, Token};
@@ -28,6 +29,14 @@ pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_FORWARD_MAX_SECS: u64 = 60;
 /// The default number of concurrent calls to one upstream.
 pub const DEFAULT_FORWARD_MAX_CONCURRENCY: usize = 64;
+/// The default time a client has to send a request's complete header (slowloris guard).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a client has to send a request's complete body once its header is in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time an idle keep-alive connection stays open waiting for its next request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default cap on concurrent handler tasks per account.
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 /// The default text answered on the last attempt under `ride_retries`.
 pub const DEFAULT_STILL_WORKING_TEXT: &str = "正在处理，请稍后发送任意消息查看结果。";
 
@@ -61,6 +70,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Emit logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Emit one INFO line per message attempt (`[log] access`).
+    pub log_access: bool,
+    /// Timeouts and the connection cap of the HTTP server (`[limits]`).
+    pub limits: Limits,
+    /// Reverse proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
+    pub trusted_proxies: Vec<IpNet>,
     /// The store backend.
     pub store: StoreConfig,
     /// The accounts, each served at `/wx/{name}`.
@@ -82,6 +97,30 @@ pub struct ConsoleConfig {
 /// The shortest console token accepted: long enough that the rate-limited login page
 /// cannot be guessed through.
 pub const MIN_CONSOLE_TOKEN_LEN: usize = 16;
+/// The HTTP server's protection against slow, idle and too many clients (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a complete request header, from its first byte
+    /// (or from the accept, for a new connection).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the body once the header is in.
+    pub body_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// The cap on open connections; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: None,
+        }
+    }
+}
 
 /// The store backend and its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +254,12 @@ pub struct AccountConfig {
     pub token_endpoint: TokenEndpoint,
     /// The upstream every message no rule answers is forwarded to.
     pub forward: Option<ForwardConfig>,
+    /// The client addresses allowed to POST (the account's `allow_ips`, else the global
+    /// one); empty allows every address.
+    pub allow_ips: Vec<IpNet>,
+    /// How many of this account's handlers may run at once; more wait for a slot inside
+    /// their task (their messages are recorded and answered per the policy meanwhile).
+    pub max_concurrent_handlers: usize,
 }
 
 /// A built-in rule: a matcher and what to answer.
@@ -258,6 +303,14 @@ struct RawConfig {
     shutdown_grace_secs: Option<u64>,
     log_format: Option<String>,
     #[serde(default)]
+    allow_ips: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     store: RawStore,
     #[serde(default)]
     accounts: Vec<RawAccount>,
@@ -271,6 +324,21 @@ struct RawConsole {
     enabled: Option<bool>,
     token: Option<String>,
     listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +372,8 @@ struct RawAccount {
     api_base: Option<String>,
     token_endpoint: Option<TokenEndpoint>,
     forward: Option<RawForward>,
+    allow_ips: Option<Vec<String>>,
+    max_concurrent_handlers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -343,8 +413,9 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
         Config::from_toml(&text, env)
     }
 
@@ -402,6 +473,9 @@ echo = true
             }
         };
         let store = validate_store(&raw.store)?;
+        let limits = validate_limits(&raw.limits)?;
+        let global_allow = parse_networks("allow_ips", &raw.allow_ips)?;
+        let trusted_proxies = parse_networks("trusted_proxies", &raw.trusted_proxies)?;
         if raw.accounts.is_empty() {
             return Err(ConfigError::new(
                 "accounts",
@@ -411,7 +485,10 @@ echo = true
         let mut names = HashSet::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
         for (index, account) in raw.accounts.iter().enumerate() {
-            let account = validate_account(index, account)?;
+            let mut account = validate_account(index, account)?;
+            if account.allow_ips.is_empty() {
+                account.allow_ips = global_allow.clone();
+            }
             if !names.insert(account.name.clone()) {
                 return Err(ConfigError::new(
                     format!("accounts[{index}].name"),
@@ -433,6 +510,9 @@ echo = true
             body_limit,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
             log_json,
+            log_access: raw.log.access.unwrap_or(true),
+            limits,
+            trusted_proxies,
             store,
             accounts,
         })
@@ -533,6 +613,64 @@ fn validate_console(raw: &RawConsole) -> Result<Option<ConsoleConfig>, ConfigErr
         token: Secret::new(token),
         listen,
     }))
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let millis = |value: Option<u64>, default: Duration, name: &str| {
+        let value = value.map_or(default, Duration::from_millis);
+        if value < Duration::from_millis(50) || value > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                format!("limits.{name}"),
+                "must be between 50 and 600000",
+            ));
+        }
+        Ok(value)
+    };
+    let header_read_timeout = millis(
+        raw.header_read_timeout_ms,
+        DEFAULT_HEADER_READ_TIMEOUT,
+        "header_read_timeout_ms",
+    )?;
+    let body_read_timeout = millis(
+        raw.body_read_timeout_ms,
+        DEFAULT_BODY_READ_TIMEOUT,
+        "body_read_timeout_ms",
+    )?;
+    let idle_timeout = millis(raw.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT, "idle_timeout_ms")?;
+    let max_connections = match raw.max_connections {
+        None | Some(0) => None,
+        Some(n) if n < 16 => {
+            return Err(ConfigError::new(
+                "limits.max_connections",
+                "must be 0 (derive it from the open-file limit) or at least 16",
+            ))
+        }
+        Some(n) => Some(n),
+    };
+    Ok(Limits {
+        header_read_timeout,
+        body_read_timeout,
+        idle_timeout,
+        max_connections,
+    })
+}
+
+/// Parses a list of CIDRs (`10.0.0.0/8`) or bare addresses (a /32 or /128).
+fn parse_networks(field: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        format!("{field}[{i}]"),
+                        format!("{text:?} is not an address or a CIDR such as 101.226.103.0/25"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
@@ -720,6 +858,16 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
             ));
         }
     }
+    let allow_ips = parse_networks(&field("allow_ips"), raw.allow_ips.as_deref().unwrap_or(&[]))?;
+    let max_concurrent_handlers = raw
+        .max_concurrent_handlers
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_HANDLERS);
+    if !(1..=100_000).contains(&max_concurrent_handlers) {
+        return Err(ConfigError::new(
+            field("max_concurrent_handlers"),
+            "must be between 1 and 100000",
+        ));
+    }
     Ok(AccountConfig {
         name,
         app_id,
@@ -744,6 +892,8 @@ fn validate_account(index: usize, raw: &RawAccount) -> Result<AccountConfig, Con
         api_base,
         token_endpoint: raw.token_endpoint.unwrap_or(TokenEndpoint::StableToken),
         forward,
+        allow_ips,
+        max_concurrent_handlers,
     })
 }
 
@@ -1122,5 +1272,63 @@ mod tests {
         assert!(config.accounts[0].forward.is_some());
         let demo = Config::demo("token", KEY, "wx1").unwrap();
         assert_eq!(demo.accounts.len(), 2);
+    }
+
+    #[test]
+    fn operations_settings_have_documented_defaults_and_named_errors() {
+        let config = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        assert!(config.log_access);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.accounts[0].max_concurrent_handlers, 256);
+        assert!(config.accounts[0].allow_ips.is_empty() && config.trusted_proxies.is_empty());
+        // The global allow list applies to accounts without their own.
+        let text = format!(
+            "allow_ips = [\"101.226.103.0/25\", \"10.0.0.1\"]\n{}{}",
+            account(""),
+            account("allow_ips = [\"192.0.2.0/24\"]").replace("name = \"a\"", "name = \"b\"")
+        );
+        let config = Config::from_toml(&text, &BTreeMap::new()).unwrap();
+        assert_eq!(config.accounts[0].allow_ips.len(), 2);
+        assert_eq!(config.accounts[0].allow_ips[1].to_string(), "10.0.0.1/32");
+        assert_eq!(config.accounts[1].allow_ips.len(), 1);
+        let cases: &[(String, &str)] = &[
+            (
+                format!("[limits]\nheader_read_timeout_ms = 1\n{}", account("")),
+                "limits.header_read_timeout_ms",
+            ),
+            (
+                format!("[limits]\nidle_timeout_ms = 0\n{}", account("")),
+                "limits.idle_timeout_ms",
+            ),
+            (
+                format!("[limits]\nmax_connections = 3\n{}", account("")),
+                "limits.max_connections",
+            ),
+            (format!("[log]\naccess = 1\n{}", account("")), "config"),
+            (
+                format!("allow_ips = [\"nope\"]\n{}", account("")),
+                "allow_ips[0]",
+            ),
+            (
+                format!("trusted_proxies = [\"1.2.3.4/99\"]\n{}", account("")),
+                "trusted_proxies[0]",
+            ),
+            (account("allow_ips = [\"x\"]"), "accounts[0].allow_ips[0]"),
+            (
+                account("max_concurrent_handlers = 0"),
+                "accounts[0].max_concurrent_handlers",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(check(text, &[]), *field, "{text}");
+        }
+        let missing = Config::load(Path::new("/nonexistent/wxgate.toml"), &BTreeMap::new());
+        let error = missing.unwrap_err();
+        assert_eq!(error.field, "config");
+        assert!(error
+            .to_string()
+            .starts_with("config: cannot read /nonexistent/wxgate.toml"));
     }
 }

@@ -40,7 +40,17 @@ pub enum GatewayError {
         /// The official code, when one applies.
         code: Option<ErrorCode>,
     },
-    /// The store could not record the message; WeChat should retry.
+    /// The client's address is not in the account's `allow_ips`.
+    #[error("address {address} is not allowed")]
+    Forbidden {
+        /// The client address as resolved (through trusted proxies), for the log.
+        address: String,
+    },
+    /// The request body did not arrive within `limits.body_read_timeout_ms`.
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// The store could not record the message (or the server is shutting down); WeChat
+    /// should retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -69,6 +79,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -90,6 +102,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "rejected_413",
             GatewayError::BadRequest { .. } => "rejected_400",
             GatewayError::Unauthorized { .. } => "rejected_401",
+            GatewayError::Forbidden { .. } => "rejected_403",
+            GatewayError::BodyTimeout => "rejected_408",
             GatewayError::Unavailable(_) => "unavailable_503",
         }
     }
@@ -107,22 +121,58 @@ impl From<AuthError> for GatewayError {
     }
 }
 
+impl GatewayError {
+    /// Logs the refusal: the account (when known), the reason, the official code and a
+    /// hint when the code points at a configuration mistake. The request's span adds the
+    /// remote address. Internal details go to the log only, never to the client.
+    pub fn log_refusal(&self, account: Option<&str>) {
+        let account = account.unwrap_or("-");
+        let code = self.code().map(ErrorCode::as_i32);
+        match self {
+            GatewayError::Unavailable(reason) => {
+                tracing::error!(account, %reason, "request refused: store unavailable");
+            }
+            GatewayError::Unauthorized { reason, .. } | GatewayError::BadRequest { reason, .. }
+                if self.key_mismatch_hint().is_some() =>
+            {
+                let hint = self.key_mismatch_hint().unwrap_or_default();
+                tracing::warn!(account, %reason, code, "request refused: account {account}'s {hint}");
+            }
+            GatewayError::Unauthorized { reason, .. } => {
+                tracing::warn!(account, %reason, code, "request refused: unauthorized");
+            }
+            GatewayError::Forbidden { address } => {
+                tracing::warn!(account, %address, "request refused: address not in allow_ips");
+            }
+            other => {
+                tracing::info!(account, reason = %other, code, "request refused");
+            }
+        }
+    }
+
+    /// Decryption failures that got past `msg_signature` (so the Token is right) almost
+    /// always mean a key or AppID that does not match WeChat's console.
+    fn key_mismatch_hint(&self) -> Option<&'static str> {
+        match self.code()? {
+            ErrorCode::IllegalBuffer | ErrorCode::DecryptAes => Some(
+                "EncodingAESKey probably does not match WeChat's (decryption failed with every configured key)",
+            ),
+            ErrorCode::ValidateAppid => Some(
+                "app_id probably does not match WeChat's (the message was encrypted for another AppID)",
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            GatewayError::Unauthorized { reason, .. } => {
-                tracing::warn!(%reason, "request refused: unauthorized");
-                "unauthorized".to_owned()
-            }
-            GatewayError::Unavailable(reason) => {
-                tracing::error!(%reason, "request refused: store unavailable");
-                "service unavailable".to_owned()
-            }
-            other => {
-                tracing::info!(error = %other, "request refused");
-                other.to_string()
-            }
+            GatewayError::Unauthorized { .. } => "unauthorized".to_owned(),
+            GatewayError::Unavailable(_) => "service unavailable".to_owned(),
+            GatewayError::Forbidden { .. } => "forbidden".to_owned(),
+            other => other.to_string(),
         };
         (
             status,

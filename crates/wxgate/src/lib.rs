@@ -8,6 +8,8 @@
 //! The protocol itself (signatures, crypto, XML) lives in the sans-IO `wechat-proto`
 //! crate; this crate is the I/O shell around it. See ARCHITECTURE.md for the code map.
 
+pub mod access;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod console;
@@ -16,10 +18,13 @@ pub mod forward;
 pub mod gateway;
 pub mod handler;
 pub mod http;
+pub mod ips;
 pub mod metrics;
 pub mod pipeline;
 pub mod push;
+pub mod reload;
 pub mod serve;
+pub mod server;
 pub mod sim;
 pub mod store;
 pub mod tools;

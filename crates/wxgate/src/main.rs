@@ -8,9 +8,11 @@
 //! (bad arguments, unreadable files), as for clap's own usage errors.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,10 +35,20 @@ struct Cli {
 #[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     /// Serve the webhook. Without a config, starts the demo accounts on ./wxgate.db.
+    /// SIGHUP reloads the config file; SIGTERM/Ctrl-C drains and stops.
     Serve {
         /// The config file (TOML); see wxgate.example.toml.
         #[arg(long, env = "WXGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// The address to listen on (host:port), over the config and WXGATE_LISTEN.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Validate the config, print what would be served, and exit (1 when invalid).
+        #[arg(long)]
+        check: bool,
+        /// With --check, print the report as JSON; otherwise, log JSON lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a fresh token and EncodingAESKey.
     Keygen {
@@ -51,6 +63,18 @@ enum Command {
     Decrypt(DecryptArgs),
     /// List what the gateway recorded: messages, attempts, outcomes, replies.
     Inbox(InboxArgs),
+    /// Fetch WeChat's callback IP list (for `allow_ips`) with an account's AppSecret.
+    Ips {
+        /// The config file (TOML) holding the account's app_id and app_secret.
+        #[arg(long, env = "WXGATE_CONFIG")]
+        config: PathBuf,
+        /// The account whose credentials to use [default: the first with an app_secret].
+        #[arg(long)]
+        account: Option<String>,
+        /// Print the list as JSON instead of a TOML line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A tool that ran and reached a verdict: success, or a failure to report with status 1.
@@ -68,13 +92,38 @@ fn main() -> ExitCode {
         .filter(|(k, _)| k.starts_with("WXGATE_"))
         .collect();
     let result = match cli.command {
-        Command::Serve { config } => match serve(config.as_deref(), &env) {
+        Command::Serve {
+            config,
+            listen,
+            check: true,
+            json,
+        } => {
+            return match check(config.as_deref(), listen.as_deref(), json, &env) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("wxgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve {
+            config,
+            listen,
+            check: false,
+            json,
+        } => match serve(config.as_deref(), listen.as_deref(), json, &env) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("wxgate: {e:#}");
                 return ExitCode::FAILURE;
             }
         },
+        Command::Ips {
+            config,
+            account,
+            json,
+        } => ips(&config, account.as_deref(), json, &env),
         Command::Keygen { json } => keygen(json),
         Command::Sim(command) => sim(command),
         Command::Decrypt(args) => decrypt(&args),
@@ -163,13 +212,19 @@ fn inbox(args: &InboxArgs, env: &BTreeMap<String, String>) -> anyhow::Result<Ver
     Ok(Verdict::Success)
 }
 
+/// Logs go to stderr, coloured only when stderr is a terminal and `NO_COLOR` is unset
+/// (files, journald and container logs get plain text).
 fn init_logging(json: bool, env: &BTreeMap<String, String>) {
     let filter = tracing_subscriber::EnvFilter::try_new(
         env.get("WXGATE_LOG").map_or("info", String::as_str),
     )
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
     if json {
         builder.json().init();
@@ -221,13 +276,86 @@ fn demo_with_console(mut config: Config, env: &BTreeMap<String, String>) -> Conf
     config
 }
 
-fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let demo = config_path.is_none();
-    let config = match config_path {
+/// The `--listen` override, parsed.
+fn parse_listen(listen: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    listen
+        .map(|text| {
+            text.parse()
+                .with_context(|| format!("--listen {text:?} is not host:port"))
+        })
+        .transpose()
+}
+
+/// Loads the config (or the demo's), with `--listen` over the file and `WXGATE_LISTEN`.
+fn load_config(
+    config_path: Option<&Path>,
+    listen: Option<SocketAddr>,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Config> {
+    let mut config = match config_path {
         Some(path) => Config::load(path, env)?,
-        None => demo_with_console(demo_config()?, env),
+        None => {
+            let mut demo = demo_with_console(demo_config()?, env);
+            // The demo has no file, so the environment's listen address is applied here.
+            if let Some(text) = env.get("WXGATE_LISTEN") {
+                demo.listen = text
+                    .parse()
+                    .with_context(|| format!("WXGATE_LISTEN {text:?} is not host:port"))?;
+            }
+            demo
+        }
     };
-    init_logging(config.log_json, env);
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    Ok(config)
+}
+
+/// `serve --check`: prints the report; `Ok(false)` when the config is invalid.
+fn check(
+    config_path: Option<&Path>,
+    listen: Option<&str>,
+    json: bool,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<bool> {
+    let listen = parse_listen(listen)?;
+    let loaded = load_config(config_path, listen, env);
+    let report = match &loaded {
+        Ok(config) => wxgate::check::CheckReport::new(Ok(config)),
+        Err(error) => match error.downcast_ref::<wxgate::config::ConfigError>() {
+            Some(error) => wxgate::check::CheckReport::new(Err(error)),
+            None => return Err(loaded.err().unwrap_or_else(|| anyhow::anyhow!("config"))),
+        },
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        report.to_text()
+    };
+    if report.ok {
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else if json {
+        // The JSON report goes to stdout for tools; the exit status says it failed.
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        std::io::stderr().write_all(text.as_bytes())?;
+    }
+    Ok(report.ok)
+}
+
+fn serve(
+    config_path: Option<&Path>,
+    listen: Option<&str>,
+    json_logs: bool,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let demo = config_path.is_none();
+    let listen = parse_listen(listen)?;
+    let config = load_config(config_path, listen, env)?;
+    init_logging(config.log_json || json_logs, env);
+    for warning in wxgate::check::warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let store = wxgate::store::open(&config.store, SystemClock.now_ms())
@@ -250,8 +378,71 @@ fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::
         for account in &config.accounts {
             tracing::info!(account = %account.name, mode = account.mode.as_str(), policy = account.policy.as_str(), url = %format!("http://{addr}/wx/{}", account.name), "serving");
         }
+        match config_path {
+            Some(path) => {
+                let path = path.to_owned();
+                let env = env.clone();
+                tokio::spawn(wxgate::reload::on_sighup(
+                    Arc::clone(&bound.gateway),
+                    move || {
+                        let mut config = Config::load(&path, &env)?;
+                        if let Some(listen) = listen {
+                            config.listen = listen;
+                        }
+                        Ok(config)
+                    },
+                ));
+            }
+            None => {
+                tokio::spawn(async {
+                    #[cfg(unix)]
+                    if let Ok(mut hangups) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    {
+                        while hangups.recv().await.is_some() {
+                            tracing::warn!("SIGHUP: the demo has no config file to reload");
+                        }
+                    }
+                });
+            }
+        }
         bound.serve(shutdown_signal()).await.context("serving")
     })
+}
+
+fn ips(
+    config_path: &Path,
+    account: Option<&str>,
+    json: bool,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Verdict> {
+    let config = Config::load(config_path, env)?;
+    let chosen = match account {
+        Some(name) => config
+            .accounts
+            .iter()
+            .find(|a| a.name == name)
+            .with_context(|| format!("config has no account {name:?}"))?,
+        None => config
+            .accounts
+            .iter()
+            .find(|a| a.app_secret.is_some())
+            .context(
+                "no account has an app_secret; set one (or WXGATE_ACCOUNT_<NAME>_APP_SECRET)",
+            )?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let list = runtime.block_on(wxgate::ips::fetch(&wxgate::forward::http_client(), chosen))?;
+    let text = if json {
+        serde_json::to_string_pretty(&list)? + "\n"
+    } else {
+        list.to_toml()
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(Verdict::Success)
 }
 
 fn print_demo(config: &Config, addr: std::net::SocketAddr) {
@@ -276,7 +467,11 @@ fn print_demo(config: &Config, addr: std::net::SocketAddr) {
     println!("  Token          {}", first.token.expose());
     println!("  EncodingAESKey {key}");
     println!("  AppID          {}", first.app_id);
-    println!("Secrets are kept in ./{DEMO_SECRETS}. Try: wxgate sim send --url http://{addr}/wx/demo --token {} text hello", first.token.expose());
+    // The path this binary was started by, so the hint works as typed (it is rarely on PATH).
+    let me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "wxgate".to_owned());
+    println!("Secrets are kept in ./{DEMO_SECRETS}. Try: {me} sim send text hello --url http://{addr}/wx/demo --token {}", first.token.expose());
 }
 
 async fn shutdown_signal() {

@@ -79,6 +79,20 @@ pub struct Metrics {
     pub live_claims: Gauge,
     /// Messages pruned from the inbox since the store opened, refreshed on every scrape.
     pub inbox_pruned: Gauge,
+    /// Free handler slots per account (`max_concurrent_handlers` minus running handlers),
+    /// refreshed on every scrape; 0 means new handlers wait.
+    pub handler_slots_free: Family<AccountLabels, Gauge>,
+    /// Open HTTP connections of `wxgate serve` (against `limits.max_connections`).
+    pub connections_open: Gauge,
+    /// Connections closed by the server: `header_timeout`, `idle_timeout`, `evicted`.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+}
+
+/// `reason` only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the server closed the connection.
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -105,6 +119,24 @@ impl Metrics {
         let inbox_size = Gauge::default();
         let live_claims = Gauge::default();
         let inbox_pruned = Gauge::default();
+        let handler_slots_free = Family::<AccountLabels, Gauge>::default();
+        let connections_open = Gauge::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "handler_slots_free",
+            "Free handler slots per account (max_concurrent_handlers minus running handlers)",
+            handler_slots_free.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open HTTP connections",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed_by_server",
+            "Connections the server closed: header_timeout, idle_timeout, evicted (connection cap)",
+            connections_closed.clone(),
+        );
         registry.register(
             "requests",
             "Webhook requests by account and outcome",
@@ -167,6 +199,9 @@ impl Metrics {
             inbox_size,
             live_claims,
             inbox_pruned,
+            handler_slots_free,
+            connections_open,
+            connections_closed,
         }
     }
 

@@ -43,6 +43,35 @@ pub enum Answer {
     Empty,
 }
 
+/// What one attempt came to: the answer for WeChat and what the per-message log line says
+/// about it (http.rs writes the line; nothing here is content or an OpenID).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What goes back to WeChat.
+    pub answer: Answer,
+    /// How the attempt was answered (`replied`, `acked`, `held`, …).
+    pub answer_kind: AnswerKind,
+    /// What the store's claim said: `first`, `in_flight` or `done`.
+    pub claim: &'static str,
+    /// Which delivery of the message this was (1 for the first).
+    pub attempt: u32,
+    /// The handler's own time, when this attempt knows it (a stored completion).
+    pub handler_ms: Option<u64>,
+    /// The message kind: `text`, `event:subscribe`, …
+    pub kind: String,
+    /// A short hex hash of the dedup key's text, to follow one message across attempts
+    /// without logging its sender.
+    pub dedup_hash: String,
+}
+
+/// The first 8 hex digits of the SHA-256 of the dedup key's text form: enough to tell
+/// messages apart in a log, too short to recover the OpenID inside the key.
+pub fn dedup_hash(key: &wechat_proto::DedupKey) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.stable_text().as_bytes());
+    hex::encode(&digest[..4])
+}
+
 /// Current Unix time in seconds, from the system's clock (see [`crate::clock`]).
 pub fn unix_now() -> i64 {
     crate::clock::SystemClock.now_secs()
@@ -68,7 +97,7 @@ pub async fn handle_post(
     query: &Query,
     body: &[u8],
     started: Instant,
-) -> Result<(Answer, AnswerKind), GatewayError> {
+) -> Result<Outcome, GatewayError> {
     let request =
         authenticate(account, query, body, gateway.clock.now_secs()).inspect_err(|e| {
             if let Some(code) = e.code() {
@@ -95,6 +124,7 @@ pub async fn handle_post(
     // task of their own, which this request only awaits. If the client goes away (the
     // request future is dropped here), the admission still runs to its end: a message
     // whose claim committed always gets its handler.
+    let kind_text = message.kind.clone();
     let admission = admit(gateway, account, &key, &inbound, message);
     let (claimed, source) = admission
         .await
@@ -123,7 +153,20 @@ pub async fn handle_post(
         Answered::Success => Answer::Success,
         Answered::Empty => Answer::Empty,
     };
-    Ok((answer, kind))
+    let (claim, handler_ms) = match &claimed.claim {
+        Claim::First => ("first", None),
+        Claim::InFlight => ("in_flight", None),
+        Claim::Done(completion) => ("done", Some(completion.handler_ms)),
+    };
+    Ok(Outcome {
+        answer,
+        answer_kind: kind,
+        claim,
+        attempt: claimed.attempt,
+        handler_ms,
+        kind: kind_text,
+        dedup_hash: dedup_hash(&key.dedup),
+    })
 }
 
 /// The label of a message kind: `text`, or `event:subscribe`.

@@ -1,15 +1,14 @@
 //! `wxgate serve`: bind, serve until a signal (pruning the store meanwhile), shut down
 //! gracefully. The store is opened by [`crate::store::open`].
 //!
-//! Shutdown order: stop accepting and let in-flight requests finish (axum's graceful
-//! shutdown), then wait for handler tasks still working past their answers, then flush the
-//! store. Nothing here reads the environment: the binary passes a validated [`Config`].
+//! Serving, the limits and the shutdown drain (keep answering while handlers finish, then
+//! fast 503s, then close and flush the store) are [`crate::server`]'s. Nothing here reads
+//! the environment: the binary passes a validated [`Config`].
 
 use std::future::Future;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -88,18 +87,33 @@ impl Bound {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    /// Serves until `shutdown` resolves, then drains and shuts down gracefully (see
+    /// [`crate::server`]). Raises the open-file limit first and derives the connection cap
+    /// from it.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut router = self.gateway.router();
+        let limits = self.config.limits;
+        let files = crate::server::raise_file_limit();
+        let cap = crate::server::connection_cap(limits.max_connections, files);
+        match files {
+            Some(files) => tracing::info!(
+                soft_before = files.soft_before,
+                soft = files.soft,
+                hard = files.hard,
+                max_connections = cap,
+                "open-file limit"
+            ),
+            None => tracing::info!(max_connections = cap, "open-file limit unknown"),
+        }
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = housekeeping::spawn(
             Arc::clone(&self.gateway.store),
             Arc::clone(&self.gateway.clock),
             housekeeping_stop.clone(),
         );
+        let mut router = self.gateway.router();
         // The console: merged into the webhook's router, or served on its own address;
         // either way its event streams end when shutdown begins.
         let mut console_server = None;
@@ -124,9 +138,8 @@ impl Bound {
             }
             None => futures::future::Either::Right(shutdown),
         };
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let served =
+            crate::server::serve(self.gateway, self.listener, router, limits, cap, shutdown).await;
         if let Some(server) = console_server {
             match server.await {
                 Ok(result) => result?,
@@ -137,15 +150,6 @@ impl Bound {
         if let Err(e) = housekeeping.await {
             tracing::error!(error = %e, "the store's housekeeping task failed");
         }
-        tracing::info!("stopped accepting; waiting for running handlers");
-        match self.gateway.shutdown(self.config.shutdown_grace).await {
-            Ok(0) => tracing::info!("all handlers finished; store flushed"),
-            Ok(unfinished) => tracing::warn!(
-                unfinished,
-                "grace period over with handlers still running; store flushed"
-            ),
-            Err(e) => tracing::error!(error = %e, "store flush failed at shutdown"),
-        }
-        Ok(())
+        served
     }
 }

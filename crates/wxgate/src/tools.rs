@@ -32,8 +32,9 @@ pub enum ToolError {
     /// The arguments do not make sense.
     #[error("{0}")]
     Usage(String),
-    /// A file could not be read or the output written.
-    #[error("{context}: {source}")]
+    /// A file could not be read or the output written. The I/O error is the `source`,
+    /// so it is not repeated in this message (`{e:#}` shows both once).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -472,7 +473,9 @@ pub fn entry_line(entry: &InboxEntry) -> String {
     let outcome = match &entry.completion {
         None => "handler still running".to_owned(),
         Some(completion) => match (&completion.reply, &completion.error) {
-            (_, Some(error)) => format!("handler failed: {}", truncate(error, 60)),
+            // The recorded reason already says how it failed ("handler failed: …",
+            // "handler timed out …"), so it is shown as is.
+            (_, Some(error)) => truncate(error, 60),
             (Some(reply), None) => format!("reply: {}", truncate(&describe_reply(reply), 60)),
             (None, None) => "no reply (success)".to_owned(),
         },

@@ -236,15 +236,15 @@ pub async fn message(
 ) -> Result<Json<Value>, ConsoleError> {
     let Query(query) = query.map_err(|e| ConsoleError::BadRequest(e.body_text()))?;
     let gateway = &console.gateway;
-    let accounts: Vec<&Arc<Account>> = match non_empty(query.account) {
+    let accounts: Vec<Arc<Account>> = match non_empty(query.account) {
         Some(name) => vec![gateway
             .account(&name)
             .ok_or_else(|| ConsoleError::NotFound(format!("no account {name:?}")))?],
-        None => gateway.accounts().collect(),
+        None => gateway.accounts(),
     };
     // Without an account, the newest message of that key on any account.
     let mut found: Option<(InboxEntry, &Arc<Account>)> = None;
-    for account in accounts {
+    for account in &accounts {
         if let Some(entry) = gateway
             .store()
             .get(&account.config.name, &dedup_key)
@@ -358,7 +358,7 @@ pub async fn events(State(console): State<Arc<Console>>) -> impl IntoResponse {
 /// `GET /console/api/overview`: accounts, health and the charts.
 pub async fn overview(State(console): State<Arc<Console>>) -> Json<Value> {
     let gateway = &console.gateway;
-    let mut accounts: Vec<&Arc<Account>> = gateway.accounts().collect();
+    let mut accounts: Vec<Arc<Account>> = gateway.accounts();
     accounts.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     let accounts: Vec<Value> = accounts
         .iter()

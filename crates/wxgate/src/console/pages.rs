@@ -124,10 +124,11 @@ pub fn login(error: Option<&str>) -> String {
 }
 
 fn account_options(console: &Console, with_all: bool) -> String {
-    let mut names: Vec<&str> = console
+    let mut names: Vec<String> = console
         .gateway
         .accounts()
-        .map(|a| a.config.name.as_str())
+        .iter()
+        .map(|a| a.config.name.clone())
         .collect();
     names.sort_unstable();
     let mut out = String::new();
@@ -137,12 +138,12 @@ fn account_options(console: &Console, with_all: bool) -> String {
     for name in names {
         let mode = console
             .gateway
-            .account(name)
+            .account(&name)
             .map_or("", |a| a.config.mode.as_str());
         let _ = write!(
             out,
             "<option value=\"{0}\">{0} ({1})</option>",
-            escape(name),
+            escape(&name),
             mode
         );
     }

@@ -204,6 +204,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 fn counter_totals(gateway: &Gateway) -> (u64, u64) {
     gateway
         .accounts()
+        .iter()
         .fold((0, 0), |(retries, failures), account| {
             let labels = AccountLabels {
                 account: account.config.name.clone(),

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -127,7 +128,8 @@ pub struct PushAccount {
 pub struct Pusher {
     /// The store: completions are waited for there, and deliveries are its outbox.
     store: Arc<dyn Store>,
-    accounts: HashMap<String, PushAccount>,
+    /// The senders by account; swapped whole when the config is reloaded.
+    accounts: ArcSwap<HashMap<String, Arc<PushAccount>>>,
     retry: RetryPolicy,
     /// The gateway's tracker, so shutdown waits for workers.
     tasks: TaskTracker,
@@ -147,7 +149,12 @@ impl Pusher {
     ) -> Pusher {
         Pusher {
             store,
-            accounts,
+            accounts: ArcSwap::from_pointee(
+                accounts
+                    .into_iter()
+                    .map(|(name, account)| (name, Arc::new(account)))
+                    .collect(),
+            ),
             retry: RetryPolicy::default(),
             tasks,
             cancel,
@@ -162,8 +169,20 @@ impl Pusher {
     }
 
     /// The sender of an account, if it uses `push`.
-    pub fn account(&self, name: &str) -> Option<&PushAccount> {
-        self.accounts.get(name)
+    pub fn account(&self, name: &str) -> Option<Arc<PushAccount>> {
+        self.accounts.load().get(name).cloned()
+    }
+
+    /// The senders of every `push` account, by name (for a reload to keep the unchanged ones
+    /// and their cached access tokens).
+    pub fn accounts(&self) -> Arc<HashMap<String, Arc<PushAccount>>> {
+        self.accounts.load_full()
+    }
+
+    /// Replaces the senders after a config reload; running workers keep the sender they
+    /// started with.
+    pub fn replace_accounts(&self, accounts: HashMap<String, Arc<PushAccount>>) {
+        self.accounts.store(Arc::new(accounts));
     }
 
     /// Writes the delivery (durably, for persistent outboxes) and starts its worker.
@@ -215,21 +234,21 @@ impl Pusher {
     /// and its record).
     async fn run(&self, delivery: &Delivery) {
         let account = &delivery.key.account;
-        let state = match self.accounts.get(account) {
+        let state = match self.account(account) {
             None => DeliveryState::Failed("the account no longer uses push".to_owned()),
             Some(push) => match self.completion(delivery, push.wait_limit).await {
                 Err(Stop::Cancelled) => return,
                 Err(Stop::Failed(reason)) => DeliveryState::Failed(reason),
                 Ok(Completion {
                     error: Some(error), ..
-                }) => DeliveryState::Failed(format!("handler failed: {error}")),
+                }) => DeliveryState::Failed(error),
                 Ok(Completion {
                     reply: None | Some(wechat_proto::Reply::Success),
                     ..
                 }) => DeliveryState::NothingToSend,
                 Ok(Completion {
                     reply: Some(reply), ..
-                }) => match self.send(push, delivery, &reply).await {
+                }) => match self.send(&push, delivery, &reply).await {
                     Some(state) => state,
                     None => return,
                 },

@@ -60,20 +60,29 @@ impl From<ModeArg> for Mode {
 /// The webhook and the account as WeChat knows it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccountArgs {
-    /// The webhook URL, e.g. http://127.0.0.1:8080/wx/demo.
-    #[arg(long)]
+    /// The webhook URL, e.g. http://127.0.0.1:8080/wx/demo (required).
+    // Global (and so not `required` for clap, which forbids both): `sim send text hi --url …`
+    // is the order people type. Emptiness is checked in `side()`. The id differs from the
+    // `url` of the link and view kinds: clap merges global arguments by id.
+    #[arg(
+        id = "webhook_url",
+        long = "url",
+        global = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub url: String,
-    /// The account's Token.
-    #[arg(long)]
+    /// The account's Token (required).
+    #[arg(long, global = true, default_value = "", hide_default_value = true)]
     pub token: String,
     /// The encryption mode [default: safe with --aes-key, otherwise plaintext].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, global = true)]
     pub mode: Option<ModeArg>,
     /// The AppID, written into every ciphertext (compatible and safe modes).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub app_id: Option<String>,
     /// The EncodingAESKey, 43 characters (compatible and safe modes).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub aes_key: Option<String>,
 }
 
@@ -81,13 +90,13 @@ pub struct AccountArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetryArgs {
     /// How long WeChat waits for each attempt, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    #[arg(long, value_name = "MS", default_value_t = 5000, global = true)]
     pub timeout_ms: u64,
     /// How many times WeChat re-sends the identical request after the first attempt.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     pub retries: u32,
     /// Judge an HTTP status other than 200 at once instead of retrying.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_retry_on_status: bool,
 }
 
@@ -122,13 +131,13 @@ pub struct SendArgs {
     #[command(flatten)]
     pub header: HeaderArgs,
     /// Send this plaintext message XML instead of a KIND ("-" reads standard input).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub xml: Option<PathBuf>,
     /// The request's `timestamp` [default: now].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub timestamp: Option<i64>,
     /// The request's `nonce` [default: random digits].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub nonce: Option<String>,
     /// Print the report as JSON (also accepted after KIND).
     #[arg(long, global = true)]
@@ -206,8 +215,9 @@ pub enum SimError {
     /// The arguments do not make sense together.
     #[error("{0}")]
     Usage(String),
-    /// A file or the runtime failed.
-    #[error("{context}: {source}")]
+    /// A file or the runtime failed. The I/O error is the `source`, so it is not
+    /// repeated in this message (`{e:#}` shows both once).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -230,6 +240,16 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
 impl AccountArgs {
     /// The account as WeChat knows it, checked.
     pub fn side(&self) -> Result<WeChatSide, SimError> {
+        if self.url.is_empty() {
+            return Err(SimError::Usage(
+                "--url is required (the webhook, e.g. http://127.0.0.1:8080/wx/demo)".into(),
+            ));
+        }
+        if self.token.is_empty() {
+            return Err(SimError::Usage(
+                "--token is required (the account's Token)".into(),
+            ));
+        }
         let token = Token::new(self.token.clone()).map_err(|e| {
             SimError::Usage(format!(
                 "--token: {e} (1-128 printable characters, no spaces)"
@@ -603,4 +623,98 @@ fn run_load(
     let report = runtime.block_on(super::load::run(Arc::clone(&pool), &target, side, &options));
     print(out, args.json, &report, || report.to_text())?;
     Ok(report.ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        sim: SimCommand,
+    }
+
+    #[test]
+    fn send_takes_its_options_before_or_after_the_kind() {
+        Wrapper::command().debug_assert();
+        for args in [
+            &[
+                "x",
+                "send",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+                "text",
+                "hi",
+            ][..],
+            &[
+                "x",
+                "send",
+                "text",
+                "hi",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+            ],
+            &[
+                "x",
+                "send",
+                "text",
+                "--url",
+                "http://h/wx/a",
+                "hi",
+                "--token",
+                "t",
+                "--json",
+            ],
+            &[
+                "x",
+                "send",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+                "link",
+                "https://e/x",
+            ],
+            &[
+                "x",
+                "send",
+                "link",
+                "https://e/x",
+                "--url",
+                "http://h/wx/a",
+                "--token",
+                "t",
+            ],
+        ] {
+            let Wrapper {
+                sim: SimCommand::Send(send),
+            } = Wrapper::try_parse_from(args).unwrap()
+            else {
+                panic!("not a send: {args:?}");
+            };
+            assert_eq!(send.account.url, "http://h/wx/a", "{args:?}");
+            assert_eq!(send.account.token, "t", "{args:?}");
+            match &send.kind {
+                Some(KindArgs::Text { content }) => assert_eq!(content, "hi"),
+                Some(KindArgs::Link { url, .. }) => assert_eq!(url, "https://e/x"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A missing --url is still a clear usage error, not a clap tip about order.
+        let Wrapper {
+            sim: SimCommand::Send(send),
+        } = Wrapper::try_parse_from(["x", "send", "text", "hi", "--token", "t"]).unwrap()
+        else {
+            panic!("not a send");
+        };
+        let error = send.account.side().unwrap_err().to_string();
+        assert!(error.contains("--url is required"), "{error}");
+    }
 }

@@ -20,16 +20,16 @@ const SAMPLE_TICKET: &str =
 #[derive(Debug, Clone, clap::Args)]
 pub struct HeaderArgs {
     /// `ToUserName`: the account's original id.
-    #[arg(long = "to", default_value = DEFAULT_TO_USER_NAME)]
+    #[arg(long = "to", global = true, default_value = DEFAULT_TO_USER_NAME)]
     pub to_user_name: String,
     /// `FromUserName`: the follower's OpenID.
-    #[arg(long = "from", default_value = DEFAULT_FROM_USER_NAME)]
+    #[arg(long = "from", global = true, default_value = DEFAULT_FROM_USER_NAME)]
     pub from_user_name: String,
     /// `MsgId` of a message (ignored for events); random when not given.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub msg_id: Option<u64>,
     /// `CreateTime` in Unix seconds; now when not given.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub create_time: Option<i64>,
 }
 

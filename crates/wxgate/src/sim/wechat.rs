@@ -86,7 +86,10 @@ pub struct Judgement {
 impl fmt::Display for Unusable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unusable::Status(code) => write!(f, "HTTP status {code}"),
+            Unusable::Status(code) => match status_hint(*code) {
+                Some(hint) => write!(f, "HTTP status {code}: {hint}"),
+                None => write!(f, "HTTP status {code}"),
+            },
             Unusable::InvalidXml(why) => write!(f, "not a reply XML: {why}"),
             Unusable::WrongSignature => {
                 f.write_str("MsgSignature of the encrypted reply does not match")
@@ -98,6 +101,21 @@ impl fmt::Display for Unusable {
             Unusable::Unreachable(why) => write!(f, "no HTTP answer: {why}"),
         }
     }
+}
+
+/// What a refusal status most likely means when the webhook is wxgate (or any gateway
+/// that follows the same conventions), in words an operator can act on.
+pub fn status_hint(code: u16) -> Option<&'static str> {
+    Some(match code {
+        400 => "the webhook could not read the message: check --mode and --aes-key/--app-id against the account's mode and EncodingAESKey",
+        401 => "the signature was refused: check --token (and --mode: a safe-mode account refuses plaintext requests)",
+        403 => "the webhook refused this client's address: check the account's allow_ips",
+        404 => "no such account: check the account path in --url (/wx/<name>)",
+        408 => "the webhook timed out reading the request body",
+        413 => "the body is over the webhook's size limit (body_limit_bytes)",
+        503 => "the webhook is unavailable (store down, or shutting down); WeChat would retry",
+        _ => return None,
+    })
 }
 
 impl WeChatSide {

@@ -63,6 +63,10 @@ pub(crate) enum Deferral {
     NothingToDefer,
 }
 
+/// The replies waiting for each follower's next message: by (account, OpenID), oldest
+/// first.
+type DeferredReplies = HashMap<(String, String), BTreeMap<RecordId, (StoreKey, Reply)>>;
+
 /// The live claims, their wake-ups and the deferred replies.
 #[derive(Debug)]
 pub(crate) struct Live {
@@ -70,7 +74,7 @@ pub(crate) struct Live {
     retention_ms: i64,
     shards: Box<[Mutex<Shard>]>,
     /// Deferred replies by (account, follower), oldest first.
-    deferred: Mutex<HashMap<(String, String), BTreeMap<RecordId, (StoreKey, Reply)>>>,
+    deferred: Mutex<DeferredReplies>,
     /// How many claims the shards hold (for metrics, without locking them all).
     claims: AtomicU64,
 }

@@ -87,6 +87,7 @@ impl FakeServer {
             .route("/cgi-bin/token", get(token_get))
             .route("/cgi-bin/stable_token", post(token_post))
             .route("/cgi-bin/message/custom/send", post(send))
+            .route("/cgi-bin/getcallbackip", get(callback_ips))
             .route("/upstream", post(upstream))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,6 +189,23 @@ async fn send(
         StatusCode::OK,
         serde_json::json!({"errcode": code, "errmsg": if code == 0 { "ok" } else { "fake error" }}),
     )
+}
+
+/// WeChat's callback addresses (the shape of the real answer), for a valid token.
+pub const CALLBACK_IPS: [&str; 3] = ["101.226.103.0/25", "101.226.62.0/26", "58.251.80.0/27"];
+
+async fn callback_ips(
+    State(state): State<Arc<Mutex<Fake>>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let token = query.get("access_token").cloned().unwrap_or_default();
+    let valid = state.lock().unwrap().tokens.contains_key(&token);
+    let body = if valid {
+        serde_json::json!({"ip_list": CALLBACK_IPS})
+    } else {
+        serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"})
+    };
+    json(StatusCode::OK, body)
 }
 
 async fn upstream(
