@@ -462,6 +462,7 @@ pub async fn open(config: &StoreConfig, now_ms: i64) -> Result<Arc<dyn Store>, S
                 url: url.clone(),
                 key_prefix: key_prefix.clone(),
                 retention: *retention,
+                lease_ttl: self::redis::LEASE_TTL,
             })
             .await?,
         ),

@@ -14,7 +14,7 @@
 //!   key on the prefix's `done` channel and each store's listener wakes its waiters (see
 //!   `wake` for why no wake-up is lost). Nothing polls.
 //! - **Owner leases**: each store has a random instance id and refreshes
-//!   `lease:<id>` every [`HEARTBEAT_INTERVAL`] with a TTL of [`LEASE_TTL`]. A first claim is
+//!   `lease:<id>` five times per [`LEASE_TTL`], with that TTL. A first claim is
 //!   recorded as running on its owner. An instance whose lease lapsed is dead: any live
 //!   instance completes its running claims as failed with [`INTERRUPTED`] (as the SQLite
 //!   backend settles a crashed process's claims at open), so a retry gets `Done` and the
@@ -61,10 +61,8 @@ use super::{
     StoreKey,
 };
 
-/// How often an instance refreshes its lease (and retries unwritten completions).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a lease lives without a heartbeat: after it, the instance counts as dead.
+/// How long a lease lives without a heartbeat: after it, the instance counts as dead. The
+/// heartbeat (which also retries unwritten completions) runs five times per lease.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// The longest one Redis command may take before it fails the call.
@@ -131,6 +129,21 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// How long claims stay live and history is kept.
     pub retention: Retention,
+    /// How long this instance's lease lives without a heartbeat ([`LEASE_TTL`]); the
+    /// heartbeat runs five times per lease.
+    pub lease_ttl: Duration,
+}
+
+impl RedisOptions {
+    /// Options with the default prefix, retention and lease.
+    pub fn new(url: RedisUrl) -> RedisOptions {
+        RedisOptions {
+            url,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            retention: Retention::default(),
+            lease_ttl: LEASE_TTL,
+        }
+    }
 }
 
 /// A store on a Redis server, shared by every instance configured with the same URL and
@@ -148,6 +161,7 @@ struct Inner {
     /// The URL with its password masked, for errors and `Debug`.
     url: String,
     retention: Retention,
+    lease_ttl: Duration,
     /// This instance's id, the owner of its claims and deliveries.
     owner: String,
     waiters: Arc<Waiters>,
@@ -186,6 +200,7 @@ impl RedisStore {
             prefix: options.key_prefix.clone(),
             url: masked.clone(),
             retention: options.retention,
+            lease_ttl: options.lease_ttl,
             owner,
             waiters: Arc::new(Waiters::default()),
             unwritten: Mutex::new((HashMap::new(), String::new())),
@@ -236,7 +251,7 @@ impl fmt::Debug for RedisStore {
 /// The heartbeat: refreshes the lease, writes unwritten completions, and settles the
 /// claims of dead instances, until `stop`.
 async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut ticks = tokio::time::interval(inner.lease_ttl / 5);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -270,9 +285,14 @@ impl Inner {
         let lease = format!("{}lease:{}", self.prefix, self.owner);
         let result: Result<(), StoreError> = redis::pipe()
             .atomic()
-            .set_ex(&lease, "1", LEASE_TTL.as_secs())
+            .pset_ex(&lease, "1", duration_ms(self.lease_ttl).max(1) as u64)
             .ignore()
             .sadd(format!("{}owners", self.prefix), &self.owner)
+            .ignore()
+            .pexpire(
+                format!("{}owners", self.prefix),
+                duration_ms(self.retention.claims) + 60_000,
+            )
             .ignore()
             .query_async(&mut self.conn())
             .await
@@ -290,7 +310,7 @@ impl Inner {
     /// Whether the heartbeat has held for a whole lease: only then may another instance's
     /// missing lease mean that it is dead.
     fn steady(&self) -> bool {
-        lock(&self.steady_since).is_some_and(|since| since.elapsed() >= LEASE_TTL)
+        lock(&self.steady_since).is_some_and(|since| since.elapsed() >= self.lease_ttl)
     }
 
     async fn settle_dead(&self) -> Result<u64, StoreError> {

@@ -60,7 +60,9 @@ redis.call('ZADD', p .. 'inbox', ARGV[3], id)
 redis.call('ZADD', p .. 'inbox:' .. ARGV[7], ARGV[3], id)
 redis.call('ZADD', p .. 'claims', ARGV[3], suffix)
 redis.call('SADD', p .. 'running:' .. ARGV[6], id)
+redis.call('PEXPIRE', p .. 'running:' .. ARGV[6], claims_ms + 60000)
 redis.call('SADD', p .. 'owners', ARGV[6])
+redis.call('PEXPIRE', p .. 'owners', claims_ms + 60000)
 local messages = redis.call('INCR', p .. 'n:messages')
 return {'first', '1', '', tostring(messages), tostring(redis.call('ZCARD', p .. 'claims'))}
 ",
