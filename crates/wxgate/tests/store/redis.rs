@@ -213,3 +213,161 @@ async fn an_unreachable_server_is_named_without_its_password() {
     assert!(message.contains("redis://:***@127.0.0.1:1/0"), "{message}");
     assert!(!message.contains("s3cret"), "{message}");
 }
+
+fn config_with_store(store: &str) -> String {
+    format!(
+        "[store]\n{store}\n[[accounts]]\nname = \"demo\"\napp_id = \"wx0123456789abcdef\"\n\
+         token = \"token0123\"\nmode = \"plaintext\"\n"
+    )
+}
+
+#[test]
+fn the_redis_section_has_defaults_an_env_override_and_a_masked_password() {
+    use std::collections::BTreeMap;
+    use wxgate::config::{Config, StoreConfig};
+
+    let config = Config::from_toml(&config_with_store("backend = \"redis\""), &BTreeMap::new())
+        .expect("a redis config");
+    let StoreConfig::Redis {
+        url, key_prefix, ..
+    } = &config.store
+    else {
+        panic!("the redis backend: {:?}", config.store);
+    };
+    assert_eq!(url.expose(), "redis://127.0.0.1:6379/0");
+    assert_eq!(key_prefix, "wxgate:");
+
+    let env = BTreeMap::from([(
+        "WXGATE_STORE_URL".to_owned(),
+        "rediss://:hunter2-secret@cache.internal:6380/2".to_owned(),
+    )]);
+    let text = config_with_store("backend = \"redis\"\nurl = \"redis://other:6379\"\nkey_prefix = \"gw1:\"");
+    let config = Config::from_toml(&text, &env).expect("a redis config");
+    let StoreConfig::Redis {
+        url, key_prefix, ..
+    } = &config.store
+    else {
+        panic!("the redis backend: {:?}", config.store);
+    };
+    assert_eq!(url.expose(), "rediss://:hunter2-secret@cache.internal:6380/2");
+    assert_eq!(url.masked(), "rediss://:***@cache.internal:6380/2");
+    assert_eq!(key_prefix, "gw1:");
+    assert!(!format!("{config:?}").contains("hunter2"));
+
+    let error = Config::from_toml(
+        &config_with_store("backend = \"redis\"\nurl = \"http://:hunter2@cache:6379\""),
+        &BTreeMap::new(),
+    )
+    .expect_err("not a redis URL");
+    assert_eq!(error.field, "store.url");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+/// A Redis server of this test's own, with an append-only file, killed by its PID.
+struct OwnServer {
+    port: u16,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    fn start() -> OwnServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = OwnServer {
+            port,
+            dir: tempfile::tempdir().expect("a directory"),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        use std::io::BufRead;
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut child = std::process::Command::new(binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install it, or set REDIS_SERVER)");
+        let stdout = child.stdout.take().expect("its output");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = lines.any(|line| {
+            line.is_ok_and(|line| line.contains("Ready to accept connections"))
+        });
+        assert!(ready, "redis-server starts");
+        // The rest of the output is drained, so that the server never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_made_while_redis_is_down_is_kept_answered_and_written_later() {
+    let mut server = OwnServer::start();
+    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{}/0", server.port)).expect("a URL");
+    let open = || async {
+        RedisStore::open(RedisOptions::new(url.clone()))
+            .await
+            .expect("the store opens")
+    };
+    let store = open().await;
+    let key = message_key(ACCOUNT, "o-alice", 4);
+    assert_eq!(claim(&store, &key, T0).await, claimed(Claim::First, 1));
+
+    server.kill();
+    assert!(store.ping().await.is_err(), "readiness fails while redis is down");
+    assert!(
+        store.claim(&message(&message_key(ACCOUNT, "o-bob", 5), T0)).await.is_err(),
+        "a new message is refused (503), so that WeChat retries it"
+    );
+    store
+        .complete(&key, &replied("kept"))
+        .await
+        .expect("a completion is kept when redis is down");
+    assert!(matches!(store.health(), wxgate::store::Health::Degraded { waiting: 1, .. }));
+    assert_eq!(
+        store.wait(&key, Duration::from_secs(1)).await.expect("wait"),
+        Some(replied("kept")),
+        "this instance answers it from memory meanwhile"
+    );
+
+    server.restart();
+    // The connection comes back by itself; `flush` writes what waits once it has.
+    let mut flushed = false;
+    for _ in 0..50 {
+        if store.flush().await.is_ok() {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flushed, "the store recovers when redis is back");
+    assert_eq!(store.health(), wxgate::store::Health::Ok);
+    let other = open().await;
+    assert_eq!(
+        claim(&other, &key, T0 + 5_000).await,
+        claimed(Claim::Done(replied("kept")), 2),
+        "the kept completion reached redis, and every instance answers it"
+    );
+}
