@@ -5,7 +5,11 @@
 #
 # Usage: bench/http.sh            (from anywhere; about a minute with the defaults)
 # Environment knobs: DURATION (seconds measured per run, default 8), WARMUP (default 1),
-# CONNECTIONS (default "16 64"), CARGO_TARGET_DIR (as cargo uses it).
+# CONNECTIONS (default "16 64"), CARGO_TARGET_DIR (as cargo uses it), STORE (sqlite, the
+# default; memory; or redis). STORE=redis measures the gateway on the memory store and on
+# a Redis server of its own (started on a free port without persistence, pinned with the
+# gateway, stopped by its PID) in the same run, against the target of at least half the
+# memory store's requests/s.
 #
 # It talks only to 127.0.0.1, writes only to a temporary directory, and stops exactly the
 # processes it started (by PID, on any exit). With two or more CPUs and `taskset`, the
@@ -18,6 +22,12 @@ WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-"16 64"}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 APP_ID=wxbench0123456789
+STORE=${STORE:-sqlite}
+case "$STORE" in
+  sqlite | memory) STORES=$STORE ;;
+  redis) STORES="memory redis" ;;
+  *) echo "STORE must be sqlite, memory or redis" >&2; exit 2 ;;
+esac
 
 echo "== building (release)"
 cargo build --release --quiet -p wxgate --bin wxgate --example floor
@@ -26,6 +36,7 @@ FLOOR=$(realpath "$TARGET_DIR/release/examples/floor")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wxgate-bench.XXXXXX")
 SERVER_PID=""
+REDIS_PID=""
 stop_server() {
   if [ -n "$SERVER_PID" ]; then
     kill "$SERVER_PID" 2>/dev/null || true
@@ -35,6 +46,10 @@ stop_server() {
 }
 cleanup() {
   stop_server
+  if [ -n "$REDIS_PID" ]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -77,12 +92,34 @@ wait_for() {
 }
 
 eval "$("$WXGATE" keygen | sed 's/ = /=/')"   # sets token and encoding_aes_key
-cat >"$WORK/wxgate.toml" <<EOF
+
+if [ "$STORE" = redis ]; then
+  while :; do
+    REDIS_PORT=$(shuf -i 20000-60000 -n 1)
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
+      break
+    fi
+  done
+  "${SERVER_PIN[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_for "$WORK/redis.log" 'Ready to accept connections' >/dev/null
+fi
+
+# The [store] section of each backend.
+store_section() {
+  case "$1" in
+    sqlite) printf '[store]\nbackend = "sqlite"\npath = "%s/bench.db"\n' "$WORK" ;;
+    memory) printf '[store]\nbackend = "memory"\n' ;;
+    redis) printf '[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT" ;;
+  esac
+}
+
+for store in $STORES; do
+cat >"$WORK/wxgate-$store.toml" <<EOF
 listen = "127.0.0.1:0"
 log_format = "json"
-[store]
-backend = "sqlite"
-path = "$WORK/bench.db"
+$(store_section "$store")
 [[accounts]]
 name = "bench"
 app_id = "$APP_ID"
@@ -92,6 +129,7 @@ mode = "safe"
 [[accounts.rules]]
 echo = true
 EOF
+done
 
 # The server's CPU time so far (all threads), in clock ticks.
 server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
@@ -125,17 +163,23 @@ echo "== $PINNING; $DURATION s per run after $WARMUP s warm-up; connections: $CO
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other busy processes make the figures noisy)"
 declare -A GATEWAY FLOOR_RESULT
 
-echo "== wxgate serve (safe mode, echo rule, SQLite inbox at $WORK/bench.db)"
-"${CLEAN_ENV[@]}" WXGATE_LOG=info "${SERVER_PIN[@]}" "$WXGATE" serve --config "$WORK/wxgate.toml" \
-  >"$WORK/serve.log" 2>&1 &
-SERVER_PID=$!
-URL=$(wait_for "$WORK/serve.log" 'http://127\.0\.0\.1:[0-9]*/wx/bench')
-echo "   $URL"
-for c in $CONNECTIONS; do
-  GATEWAY[$c]=$(load "$URL" "$c" gateway)
-  echo "   $c connections: ${GATEWAY[$c]}"
+for store in $STORES; do
+  echo "== wxgate serve (safe mode, echo rule, $store store)"
+  "${CLEAN_ENV[@]}" WXGATE_LOG=info "${SERVER_PIN[@]}" "$WXGATE" serve \
+    --config "$WORK/wxgate-$store.toml" >"$WORK/serve-$store.log" 2>&1 &
+  SERVER_PID=$!
+  URL=$(wait_for "$WORK/serve-$store.log" 'http://127\.0\.0\.1:[0-9]*/wx/bench')
+  echo "   $URL"
+  for c in $CONNECTIONS; do
+    GATEWAY[$store.$c]=$(load "$URL" "$c" "gateway-$store")
+    echo "   $c connections: ${GATEWAY[$store.$c]}"
+  done
+  stop_server
 done
-stop_server
+# The table and the targets below are about the last backend measured.
+for c in $CONNECTIONS; do
+  GATEWAY[$c]=${GATEWAY[$store.$c]}
+done
 
 echo "== floor: bare axum answering success"
 "${CLEAN_ENV[@]}" "${SERVER_PIN[@]}" "$FLOOR" 127.0.0.1:0 >"$WORK/floor.log" 2>&1 &
@@ -150,7 +194,7 @@ stop_server
 
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "== results (safe mode: every request verified, decrypted, recorded in SQLite, answered encrypted)"
+echo "== results (safe mode: every request verified, decrypted, recorded in the $store store, answered encrypted)"
 printf '%-12s %14s %8s %12s %14s %8s %12s %9s\n' connections "gateway req/s" "p99 ms" "CPU us/req" \
   "floor req/s" "p99 ms" "CPU us/req" "of floor"
 for c in $CONNECTIONS; do
@@ -172,3 +216,16 @@ awk -v g="$g_rps" -v f="$f_rps" -v p="$g_p99" -v ok="$g_ok" 'BEGIN {
     (g >= 40000 ? "met" : "MISSED"), (f > 0 && g / f >= 0.5 ? "met" : "MISSED"),
     (p <= 5 ? "met" : "MISSED"), (ok == "true" ? "none" : "SOME")
 }'
+
+if [ "$STORE" = redis ]; then
+  echo
+  echo "redis store against the memory store (target: >= 50% of its requests/s)"
+  for c in $CONNECTIONS; do
+    read -r m_rps m_p99 _ _ <<<"${GATEWAY[memory.$c]}"
+    read -r r_rps r_p99 _ _ <<<"${GATEWAY[redis.$c]}"
+    awk -v c="$c" -v m="$m_rps" -v r="$r_rps" -v mp="$m_p99" -v rp="$r_p99" 'BEGIN {
+      printf "  %s connections: memory %.0f req/s (p99 %.3f ms), redis %.0f req/s (p99 %.3f ms): %.0f%% %s\n",
+        c, m, mp, r, rp, (m > 0 ? 100 * r / m : 0), (m > 0 && r / m >= 0.5 ? "met" : "MISSED")
+    }'
+  done
+fi
