@@ -548,13 +548,10 @@ fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
             })
         }
         "redis" => {
-            let text = raw
-                .url
-                .as_deref()
-                .unwrap_or("redis://127.0.0.1:6379/0");
+            let text = raw.url.as_deref().unwrap_or("redis://127.0.0.1:6379/0");
             // The error never repeats the URL: it may hold a password.
-            let url = RedisUrl::parse(text)
-                .map_err(|reason| ConfigError::new("store.url", reason))?;
+            let url =
+                RedisUrl::parse(text).map_err(|reason| ConfigError::new("store.url", reason))?;
             let key_prefix = raw
                 .key_prefix
                 .clone()

@@ -110,7 +110,14 @@ impl OwnRedis {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut child = Command::new(binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::piped())
@@ -119,7 +126,8 @@ impl OwnRedis {
             .expect("redis-server runs (install it, or set REDIS_SERVER)");
         let stdout = child.stdout.take().expect("redis' stdout");
         let ready = watch_output(stdout, |line| {
-            line.contains("Ready to accept connections").then(String::new)
+            line.contains("Ready to accept connections")
+                .then(String::new)
         });
         self.process = Some(Process { child });
         ready
@@ -251,7 +259,15 @@ fn start_instance(config: &Path) -> (Process, String) {
 /// Runs `wxgate sim storm` over `urls` and returns its JSON report.
 async fn storm(urls: &[String], messages: usize) -> Value {
     let mut command = tokio::process::Command::new(WXGATE);
-    command.args(["sim", "storm", "--token", TOKEN, "--mode", "plaintext", "--json"]);
+    command.args([
+        "sim",
+        "storm",
+        "--token",
+        TOKEN,
+        "--mode",
+        "plaintext",
+        "--json",
+    ]);
     command.args(["-n", &messages.to_string(), "-c", &messages.to_string()]);
     for url in urls {
         command.args(["--url", url]);
@@ -288,7 +304,9 @@ fn storm_index(entry: &Value) -> usize {
 }
 
 fn deliveries(report: &Value) -> &Vec<Value> {
-    report["deliveries"].as_array().expect("the storm's deliveries")
+    report["deliveries"]
+        .as_array()
+        .expect("the storm's deliveries")
 }
 
 async fn status_of(client: &reqwest::Client, url: String) -> u16 {
@@ -392,10 +410,7 @@ async fn three_instances_share_one_redis_through_a_storm_a_kill_and_a_redis_rest
             assert_eq!(deliveries(&report)[index]["outcome"], "reply");
         }
     }
-    assert!(
-        interrupted > 0,
-        "the killed instance had handlers running"
-    );
+    assert!(interrupted > 0, "the killed instance had handlers running");
     assert!(
         calls.values().all(|count| *count == 1),
         "no handler ran twice: {calls:?}"
@@ -420,7 +435,15 @@ async fn three_instances_share_one_redis_through_a_storm_a_kill_and_a_redis_rest
     let readyz = |url: &str| url.replace("/wx/fleet", "/readyz");
     redis.kill();
     let sent = Command::new(WXGATE)
-        .args(["sim", "send", "--token", TOKEN, "--mode", "plaintext", "--json"])
+        .args([
+            "sim",
+            "send",
+            "--token",
+            TOKEN,
+            "--mode",
+            "plaintext",
+            "--json",
+        ])
         .args(["--retries", "0", "--no-retry-on-status", "--url", &live[0]])
         .args(["text", "while redis is down"])
         .output()

@@ -27,8 +27,8 @@ use tokio_util::task::TaskTracker;
 
 pub use self::client::CustomerServiceClient;
 pub use self::token::{AccessToken, TokenCache};
-pub use crate::store::{Delivery, DeliveryState};
 use crate::store::{Completion, Store, StoreError, StoreKey};
+pub use crate::store::{Delivery, DeliveryState};
 
 /// WeChat error codes after which a send is not retried: the message can never go out
 /// (out of the 48-hour window, quota, unsubscribed, bad OpenID, bad media, no permission,

@@ -66,7 +66,7 @@ use super::{
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// The longest one Redis command may take before it fails the call.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The longest a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,10 +84,7 @@ impl RedisUrl {
     pub fn parse(text: &str) -> Result<RedisUrl, String> {
         let url = url::Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
         if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(format!(
-                "scheme {:?} is not redis or rediss",
-                url.scheme()
-            ));
+            return Err(format!("scheme {:?} is not redis or rediss", url.scheme()));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err("the URL has no host".to_owned());
@@ -181,7 +178,8 @@ impl RedisStore {
         let masked = options.url.masked();
         let unreachable =
             |error: String| StoreError::Backend(format!("cannot reach redis at {masked}: {error}"));
-        let client = redis::Client::open(options.url.expose()).map_err(|e| unreachable(e.to_string()))?;
+        let client =
+            redis::Client::open(options.url.expose()).map_err(|e| unreachable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -209,7 +207,10 @@ impl RedisStore {
             live_claims: AtomicU64::new(0),
             pruned: AtomicU64::new(0),
         });
-        inner.heartbeat().await.map_err(|e| unreachable(e.to_string()))?;
+        inner
+            .heartbeat()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         inner.refresh_counters().await?;
         let stop = CancellationToken::new();
         Listener::start(
@@ -270,7 +271,9 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
                     settled,
                     "recorded as interrupted the running claims of instances whose lease lapsed"
                 ),
-                Err(error) => tracing::warn!(%error, "settling the claims of dead instances failed"),
+                Err(error) => {
+                    tracing::warn!(%error, "settling the claims of dead instances failed")
+                }
             }
         }
     }
@@ -329,7 +332,11 @@ impl Inner {
             .map_err(backend)
     }
 
-    async fn complete_in_redis(&self, suffix: &str, completion: &Completion) -> Result<bool, StoreError> {
+    async fn complete_in_redis(
+        &self,
+        suffix: &str,
+        completion: &Completion,
+    ) -> Result<bool, StoreError> {
         let has_reply = if completion.reply.is_some() { "1" } else { "0" };
         let written: i64 = scripts::COMPLETE
             .prepare_invoke()
@@ -411,7 +418,10 @@ impl Claims for RedisStore {
     async fn claim(&self, message: &NewMessage) -> Result<Claimed, StoreError> {
         let inner = &*self.inner;
         let suffix = suffix(&message.key);
-        let record_ttl = inner.retention.inbox.map_or(0, |inbox| duration_ms(inbox) + 86_400_000);
+        let record_ttl = inner
+            .retention
+            .inbox
+            .map_or(0, |inbox| duration_ms(inbox) + 86_400_000);
         let reply: Vec<String> = scripts::CLAIM
             .prepare_invoke()
             .arg(&inner.prefix)
@@ -567,7 +577,9 @@ impl Deferrals for RedisStore {
         };
         match decode_completion(&completion)?.reply {
             Some(reply) => Ok(Some((key, reply))),
-            None => Err(StoreError::Corrupt("a deferred record without reply".to_owned())),
+            None => Err(StoreError::Corrupt(
+                "a deferred record without reply".to_owned(),
+            )),
         }
     }
 }
@@ -583,7 +595,10 @@ impl Inbox for RedisStore {
 impl Outbox for RedisStore {
     async fn enqueue(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         let inner = &*self.inner;
-        let ttl = inner.retention.inbox.map_or(0, |inbox| duration_ms(inbox) + 86_400_000);
+        let ttl = inner
+            .retention
+            .inbox
+            .map_or(0, |inbox| duration_ms(inbox) + 86_400_000);
         let written: i64 = scripts::ENQUEUE
             .prepare_invoke()
             .arg(&inner.prefix)
@@ -614,9 +629,9 @@ impl Outbox for RedisStore {
                 Ok(Delivery {
                     key: parse_suffix(&triple[0])?,
                     to_user: triple[1].clone(),
-                    created_at_ms: triple[2]
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("a delivery's creation time".to_owned()))?,
+                    created_at_ms: triple[2].parse().map_err(|_| {
+                        StoreError::Corrupt("a delivery's creation time".to_owned())
+                    })?,
                 })
             })
             .collect()
@@ -804,7 +819,9 @@ async fn list_entries(
     }
     let mut pipe = redis::pipe();
     for id in &ids {
-        pipe.cmd("HMGET").arg(format!("{prefix}r:{id}")).arg(&LIST_FIELDS[..]);
+        pipe.cmd("HMGET")
+            .arg(format!("{prefix}r:{id}"))
+            .arg(&LIST_FIELDS[..]);
     }
     let records: Vec<Vec<Option<String>>> = pipe.query_async(conn).await.map_err(backend)?;
     // A record whose TTL ran out before pruning removed its id is skipped.

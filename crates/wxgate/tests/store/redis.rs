@@ -108,7 +108,10 @@ async fn two_instances_share_single_flight_and_a_completion_wakes_the_other() {
     let key = message_key(ACCOUNT, "o-alice", 1);
 
     assert_eq!(claim(&*a, &key, T0).await, claimed(Claim::First, 1));
-    assert_eq!(claim(&*b, &key, T0 + 5_000).await, claimed(Claim::InFlight, 2));
+    assert_eq!(
+        claim(&*b, &key, T0 + 5_000).await,
+        claimed(Claim::InFlight, 2)
+    );
     let waiter = {
         let b = Arc::clone(&b);
         let key = key.clone();
@@ -117,7 +120,9 @@ async fn two_instances_share_single_flight_and_a_completion_wakes_the_other() {
     // The completion on A is published; B's waiter wakes without polling, long before
     // its deadline.
     let started = std::time::Instant::now();
-    a.complete(&key, &replied("from a")).await.expect("complete");
+    a.complete(&key, &replied("from a"))
+        .await
+        .expect("complete");
     let waited = waiter.await.expect("the waiter finishes").expect("wait");
     assert_eq!(waited, Some(replied("from a")));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -146,7 +151,10 @@ async fn a_deferral_made_on_one_instance_is_taken_on_another() {
         b.take_deferred(ACCOUNT, "o-alice").await.expect("take"),
         Some((key, text("late")))
     );
-    assert_eq!(a.take_deferred(ACCOUNT, "o-alice").await.expect("take"), None);
+    assert_eq!(
+        a.take_deferred(ACCOUNT, "o-alice").await.expect("take"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +201,7 @@ async fn a_dead_instances_claims_are_settled_and_its_deliveries_taken_over() {
         claimed(Claim::Done(settled), 2),
         "a retry is answered, and the handler never runs again"
     );
-    assert_eq!(survivor.pending().await.expect("pending"), [delivery.clone()]);
+    assert_eq!(survivor.pending().await.expect("pending"), [delivery]);
     survivor
         .finish(&key, &DeliveryState::NothingToSend)
         .await
@@ -241,7 +249,9 @@ fn the_redis_section_has_defaults_an_env_override_and_a_masked_password() {
         "WXGATE_STORE_URL".to_owned(),
         "rediss://:hunter2-secret@cache.internal:6380/2".to_owned(),
     )]);
-    let text = config_with_store("backend = \"redis\"\nurl = \"redis://other:6379\"\nkey_prefix = \"gw1:\"");
+    let text = config_with_store(
+        "backend = \"redis\"\nurl = \"redis://other:6379\"\nkey_prefix = \"gw1:\"",
+    );
     let config = Config::from_toml(&text, &env).expect("a redis config");
     let StoreConfig::Redis {
         url, key_prefix, ..
@@ -249,7 +259,10 @@ fn the_redis_section_has_defaults_an_env_override_and_a_masked_password() {
     else {
         panic!("the redis backend: {:?}", config.store);
     };
-    assert_eq!(url.expose(), "rediss://:hunter2-secret@cache.internal:6380/2");
+    assert_eq!(
+        url.expose(),
+        "rediss://:hunter2-secret@cache.internal:6380/2"
+    );
     assert_eq!(url.masked(), "rediss://:***@cache.internal:6380/2");
     assert_eq!(key_prefix, "gw1:");
     assert!(!format!("{config:?}").contains("hunter2"));
@@ -290,7 +303,15 @@ impl OwnServer {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut child = std::process::Command::new(binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::piped())
@@ -299,9 +320,8 @@ impl OwnServer {
             .expect("redis-server runs (install it, or set REDIS_SERVER)");
         let stdout = child.stdout.take().expect("its output");
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let ready = lines.any(|line| {
-            line.is_ok_and(|line| line.contains("Ready to accept connections"))
-        });
+        let ready =
+            lines.any(|line| line.is_ok_and(|line| line.contains("Ready to accept connections")));
         assert!(ready, "redis-server starts");
         // The rest of the output is drained, so that the server never blocks on it.
         std::thread::spawn(move || lines.for_each(drop));
@@ -336,18 +356,30 @@ async fn a_completion_made_while_redis_is_down_is_kept_answered_and_written_late
     assert_eq!(claim(&store, &key, T0).await, claimed(Claim::First, 1));
 
     server.kill();
-    assert!(store.ping().await.is_err(), "readiness fails while redis is down");
     assert!(
-        store.claim(&message(&message_key(ACCOUNT, "o-bob", 5), T0)).await.is_err(),
+        store.ping().await.is_err(),
+        "readiness fails while redis is down"
+    );
+    assert!(
+        store
+            .claim(&message(&message_key(ACCOUNT, "o-bob", 5), T0))
+            .await
+            .is_err(),
         "a new message is refused (503), so that WeChat retries it"
     );
     store
         .complete(&key, &replied("kept"))
         .await
         .expect("a completion is kept when redis is down");
-    assert!(matches!(store.health(), wxgate::store::Health::Degraded { waiting: 1, .. }));
+    assert!(matches!(
+        store.health(),
+        wxgate::store::Health::Degraded { waiting: 1, .. }
+    ));
     assert_eq!(
-        store.wait(&key, Duration::from_secs(1)).await.expect("wait"),
+        store
+            .wait(&key, Duration::from_secs(1))
+            .await
+            .expect("wait"),
         Some(replied("kept")),
         "this instance answers it from memory meanwhile"
     );
@@ -369,5 +401,54 @@ async fn a_completion_made_while_redis_is_down_is_kept_answered_and_written_late
         claim(&other, &key, T0 + 5_000).await,
         claimed(Claim::Done(replied("kept")), 2),
         "the kept completion reached redis, and every instance answers it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_fails_the_call_instead_of_holding_the_attempt() {
+    let server = OwnServer::start();
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
+    let store = RedisStore::open(RedisOptions::new(RedisUrl::parse(&url).expect("a URL")))
+        .await
+        .expect("the store opens");
+    // The server stalls for 3 s (a real stall: `DEBUG SLEEP` blocks it), far longer than
+    // a call may take; the claim fails (the gateway answers 503) instead of waiting for it.
+    let stall = std::thread::spawn(move || {
+        let mut conn = ::redis::Client::open(url)
+            .and_then(|client| client.get_connection())
+            .expect("a direct connection");
+        let _: Result<(), _> = ::redis::cmd("DEBUG").arg("SLEEP").arg(3).query(&mut conn);
+    });
+    // The stall has begun once a second connection's PING goes unanswered; the test
+    // waits for that, not for a time.
+    let probe = RedisUrl::parse(&format!("redis://127.0.0.1:{}/0", server.port)).expect("a URL");
+    let mut probe = ::redis::Client::open(probe.expose())
+        .and_then(|client| client.get_connection())
+        .expect("a probe connection");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("a read timeout");
+    let stalled_server =
+        (0..10_000).any(|_| ::redis::cmd("PING").query::<String>(&mut probe).is_err());
+    assert!(stalled_server, "DEBUG SLEEP stalls the server");
+    let stalled = store
+        .claim(&message(&message_key(ACCOUNT, "o-alice", 6), T0))
+        .await;
+    let error = stalled.expect_err("a stalled redis fails the claim");
+    assert!(error.to_string().contains("redis"), "{error}");
+    stall.join().expect("the stall ends");
+    // Once the stall is over, the store answers again without being reopened.
+    let mut answered = false;
+    for _ in 0..50 {
+        if store.ping().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the store answers again after the stall");
+    assert_eq!(
+        claim(&store, &message_key(ACCOUNT, "o-bob", 7), T0).await,
+        claimed(Claim::First, 1)
     );
 }

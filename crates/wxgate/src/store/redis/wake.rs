@@ -147,6 +147,8 @@ async fn subscribe(
     match tokio::time::timeout(connect_timeout, connecting).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
         Ok(Err(error)) => Err(StoreError::Backend(error.to_string())),
-        Err(_) => Err(StoreError::Backend("redis did not answer the subscription in time".to_owned())),
+        Err(_) => Err(StoreError::Backend(
+            "redis did not answer the subscription in time".to_owned(),
+        )),
     }
 }
