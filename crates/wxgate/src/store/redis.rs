@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wechat_proto::{DedupKey, Reply};
 
-use self::wake::{Listener, Waiters};
+use self::wake::Waiters;
 use super::live::lock;
 use super::memory::duration_ms;
 use super::sqlite::INTERRUPTED;
@@ -213,7 +213,7 @@ impl RedisStore {
             .map_err(|e| unreachable(e.to_string()))?;
         inner.refresh_counters().await?;
         let stop = CancellationToken::new();
-        Listener::start(
+        wake::listen(
             client,
             format!("{}done", inner.prefix),
             Arc::clone(&inner.waiters),

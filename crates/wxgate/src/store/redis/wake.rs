@@ -3,7 +3,7 @@
 //!
 //! Why no wake-up is lost: a waiter registers its `Notify` and enables it *before* it
 //! reads the claim's status, and the subscription is live before any waiter exists
-//! ([`Listener::start`] returns once subscribed). A completion committed after the read is
+//! ([`listen`] returns once subscribed). A completion committed after the read is
 //! therefore published to a subscribed connection and wakes the waiter; one committed
 //! before is seen by the read. When the connection drops, messages published meanwhile
 //! are lost, so after every resubscription the listener wakes *every* waiter, and each
@@ -80,58 +80,53 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// The task that turns published completions into wake-ups.
-#[derive(Debug)]
-pub(super) struct Listener;
-
-impl Listener {
-    /// Subscribes to `channel`, then keeps the subscription (reconnecting as needed) until
-    /// `stop` is cancelled. Fails when the first subscription fails.
-    pub(super) async fn start(
-        client: redis::Client,
-        channel: String,
-        waiters: Arc<Waiters>,
-        connect_timeout: Duration,
-        stop: CancellationToken,
-    ) -> Result<(), StoreError> {
-        let first = subscribe(&client, &channel, connect_timeout).await?;
-        tokio::spawn(async move {
-            let mut pubsub = Some(first);
-            loop {
-                if let Some(connection) = pubsub.take() {
-                    let mut messages = connection.into_on_message();
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            message = messages.next() => match message {
-                                Some(message) => match std::str::from_utf8(message.get_payload_bytes()) {
-                                    Ok(suffix) => waiters.wake(suffix),
-                                    Err(_) => tracing::warn!("ignored a non-UTF-8 completion notice"),
-                                },
-                                None => break,
+/// Subscribes to `channel`, then keeps a task turning its messages into wake-ups (and
+/// reconnecting as needed) until `stop` is cancelled. Fails when the first subscription
+/// fails.
+pub(super) async fn listen(
+    client: redis::Client,
+    channel: String,
+    waiters: Arc<Waiters>,
+    connect_timeout: Duration,
+    stop: CancellationToken,
+) -> Result<(), StoreError> {
+    let first = subscribe(&client, &channel, connect_timeout).await?;
+    tokio::spawn(async move {
+        let mut pubsub = Some(first);
+        loop {
+            if let Some(connection) = pubsub.take() {
+                let mut messages = connection.into_on_message();
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => match std::str::from_utf8(message.get_payload_bytes()) {
+                                Ok(suffix) => waiters.wake(suffix),
+                                Err(_) => tracing::warn!("ignored a non-UTF-8 completion notice"),
                             },
-                        }
+                            None => break,
+                        },
                     }
-                    tracing::warn!("lost the redis subscription for completions; reconnecting");
                 }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(RECONNECT_DELAY) => {}
-                }
-                match subscribe(&client, &channel, connect_timeout).await {
-                    Ok(connection) => {
-                        // Completions published while unsubscribed were lost: every
-                        // waiter reads its claim again.
-                        waiters.wake_all();
-                        tracing::info!("redis subscription for completions restored");
-                        pubsub = Some(connection);
-                    }
-                    Err(error) => tracing::debug!(%error, "redis subscription failed"),
-                }
+                tracing::warn!("lost the redis subscription for completions; reconnecting");
             }
-        });
-        Ok(())
-    }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECONNECT_DELAY) => {}
+            }
+            match subscribe(&client, &channel, connect_timeout).await {
+                Ok(connection) => {
+                    // Completions published while unsubscribed were lost: every
+                    // waiter reads its claim again.
+                    waiters.wake_all();
+                    tracing::info!("redis subscription for completions restored");
+                    pubsub = Some(connection);
+                }
+                Err(error) => tracing::debug!(%error, "redis subscription failed"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn subscribe(
