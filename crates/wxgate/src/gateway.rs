@@ -19,7 +19,9 @@ use crate::forward::{http_client, ForwardHandler};
 use crate::handler::rules::router_from_rules;
 use crate::handler::{Handler, Router};
 use crate::metrics::Metrics;
-use crate::push::{CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache};
+use crate::push::{
+    CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache,
+};
 use crate::store::{Store, StoreError};
 
 /// One account, ready to serve: its config, its ciphers and its handler.

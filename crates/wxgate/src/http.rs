@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::AccountLabels;
-use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
 use crate::store::Health;
+use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
 
 /// Builds the router over a gateway.
 pub fn router(gateway: Arc<Gateway>) -> axum::Router {

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wxgate::clock::{SystemClock, WallClock};
 use wxgate::config::{Config, StoreConfig};
+use wxgate::clock::{SystemClock, WallClock};
 use wxgate::serve::Bound;
 use wxgate::sim::cli::SimCommand;
 use wxgate::tools::{DecryptArgs, InboxArgs};

@@ -628,10 +628,7 @@ pub async fn inbox(
         since_ms: Some(since_ms.unwrap_or(i64::MIN).max(now_ms - 600_000)),
         limit: 10_000,
     };
-    for entry in entries
-        .into_iter()
-        .chain(store.list(&window(now_ms)).await?)
-    {
+    for entry in entries.into_iter().chain(store.list(&window(now_ms)).await?) {
         seen.insert(
             (entry.account.clone(), entry.dedup_key.clone()),
             fingerprint(&entry),

@@ -69,9 +69,7 @@ async fn post(
 async fn serves_over_a_socket_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let config = sqlite_config(&dir.path().join("wxgate.db"));
-    let store = wxgate::store::open(&config.store, now() * 1000)
-        .await
-        .unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
     let running = start(config, Arc::clone(&store), |b| b).await;
     let client = reqwest::Client::new();
     let side = side(Mode::Safe);
@@ -126,9 +124,7 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
                 let client = reqwest::Client::new();
-                let store = wxgate::store::open(&config.store, now() * 1000)
-                    .await
-                    .unwrap();
+                let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
                 let mut short = config.clone();
                 short.accounts[2].budget = Duration::from_millis(200);
                 let running = start(short, store, |b| b.handler("safe", hang)).await;
@@ -163,9 +159,7 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             }))
         }
     };
-    let store = wxgate::store::open(&config.store, now() * 1000)
-        .await
-        .unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
     let running = start(config.clone(), Arc::clone(&store), |b| {
         b.handler("safe", counting)
     })

@@ -206,11 +206,7 @@ impl Live {
     /// so that WeChat's retry claims it anew.
     pub(crate) fn abandon(&self, key: &StoreKey, record: RecordId) {
         let mut shard = self.shard(key);
-        if shard
-            .claims
-            .get(key)
-            .is_some_and(|live| live.record == record)
-        {
+        if shard.claims.get(key).is_some_and(|live| live.record == record) {
             if let Some(live) = shard.claims.remove(key) {
                 self.claims.fetch_sub(1, Ordering::Relaxed);
                 if let Some(completed) = live.completed {
@@ -250,11 +246,7 @@ impl Live {
     }
 
     /// The record of the live claim of `key`, for writes that only need to find it.
-    pub(crate) fn record(
-        &self,
-        key: &StoreKey,
-        operation: &'static str,
-    ) -> Result<RecordId, StoreError> {
+    pub(crate) fn record(&self, key: &StoreKey, operation: &'static str) -> Result<RecordId, StoreError> {
         self.shard(key)
             .claims
             .get(key)

@@ -26,7 +26,8 @@ use wechat_proto::Reply;
 use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::{
     AnswerKind, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health, Inbox,
-    InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError, StoreKey,
+    InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
+    StoreKey,
 };
 
 /// A store kept in this process's memory. See the module docs.

@@ -177,9 +177,7 @@ impl AnswerKind {
 
     /// The inverse of [`AnswerKind::as_str`].
     pub fn parse(text: &str) -> Option<AnswerKind> {
-        AnswerKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        AnswerKind::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }
 
@@ -432,9 +430,7 @@ pub trait Store: Claims + Deferrals + Inbox + Outbox {
 /// a process that died left running. Pruning runs in [`housekeeping::spawn`].
 pub async fn open(config: &StoreConfig, now_ms: i64) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
-        StoreConfig::Memory { retention } => {
-            Arc::new(memory::MemoryStore::with_retention(*retention))
-        }
+        StoreConfig::Memory { retention } => Arc::new(memory::MemoryStore::with_retention(*retention)),
         StoreConfig::Sqlite {
             path,
             retention,

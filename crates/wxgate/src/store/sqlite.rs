@@ -180,11 +180,7 @@ impl SqliteStore {
     /// process that died left running, and rebuilds the live claims; call it at start-up
     /// or from `spawn_blocking`. `now_ms` is not used to decide expiry (which follows the
     /// newest arrival in the file) and is kept for the log of the settlement.
-    pub fn open(
-        path: &Path,
-        options: SqliteOptions,
-        now_ms: i64,
-    ) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path, options: SqliteOptions, now_ms: i64) -> Result<SqliteStore, StoreError> {
         let owner = take_lock(path)?;
         let conn = open_connection(path)?;
         let journal_mode: String = conn
@@ -232,11 +228,7 @@ impl SqliteStore {
             })
             .map_err(backend)?;
         if let Some(newest_ms) = newest_ms {
-            restore_live(
-                &conn,
-                &live,
-                newest_ms - duration_ms(options.retention.claims),
-            )?;
+            restore_live(&conn, &live, newest_ms - duration_ms(options.retention.claims))?;
         }
         let messages: i64 = conn
             .query_row("SELECT count(*) FROM inbox", [], |row| row.get(0))
@@ -425,11 +417,13 @@ impl Claims for SqliteStore {
 impl Deferrals for SqliteStore {
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError> {
         match self.live.defer(key)? {
-            Deferral::Deferred(record) | Deferral::WhenComplete(record) => self.update(RowUpdate {
-                id: record.id,
-                deferred: Some(true),
-                ..RowUpdate::default()
-            }),
+            Deferral::Deferred(record) | Deferral::WhenComplete(record) => {
+                self.update(RowUpdate {
+                    id: record.id,
+                    deferred: Some(true),
+                    ..RowUpdate::default()
+                })
+            }
             Deferral::NothingToDefer => Ok(()),
         }
     }
@@ -600,8 +594,11 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // Ready means the writer can commit and the reader can read the file.
         self.barrier().await?;
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
-            .await
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -762,7 +759,8 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                if let Err(error) =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 {
                     tracing::warn!(%error, "sqlite checkpoint failed");
                 }

@@ -82,7 +82,10 @@ pub(super) enum Op {
     },
     /// Sets SQLite's `max_page_count`, the largest the file may grow (tests use it to fill
     /// the "disk" for real and then make room again).
-    MaxPages { pages: u64, respond: Responder<()> },
+    MaxPages {
+        pages: u64,
+        respond: Responder<()>,
+    },
 }
 
 /// The row a first claim inserts.
@@ -219,9 +222,10 @@ impl Writer {
                 for op in pending {
                     self.fail(op, &reason);
                 }
-                self.shared.set_degraded(
-                    (!self.unwritten.is_empty()).then(|| (self.unwritten.len(), reason.clone())),
-                );
+                self.shared
+                    .set_degraded((!self.unwritten.is_empty()).then(|| {
+                        (self.unwritten.len(), reason.clone())
+                    }));
                 for answer in answers.drain(..) {
                     self.refuse(answer, &reason);
                 }
@@ -285,12 +289,12 @@ impl Writer {
                 created_at_ms,
                 respond,
             } => {
-                let inserted =
-                    self.conn
-                        .prepare_cached(SQL_OUTBOX_ENQUEUE)
-                        .and_then(|mut statement| {
-                            statement.execute(params![account, dedup, to_user, created_at_ms])
-                        });
+                let inserted = self
+                    .conn
+                    .prepare_cached(SQL_OUTBOX_ENQUEUE)
+                    .and_then(|mut statement| {
+                        statement.execute(params![account, dedup, to_user, created_at_ms])
+                    });
                 answers.push(Answer::Enqueued(respond, inserted == Ok(1)));
                 inserted?;
             }
@@ -303,9 +307,13 @@ impl Writer {
                 respond,
             } => {
                 answers.push(Answer::Unit(respond));
-                self.conn
-                    .prepare_cached(SQL_OUTBOX_FINISH)?
-                    .execute(params![account, dedup, state, reason, finished_at_ms])?;
+                self.conn.prepare_cached(SQL_OUTBOX_FINISH)?.execute(params![
+                    account,
+                    dedup,
+                    state,
+                    reason,
+                    finished_at_ms
+                ])?;
             }
             Op::Prune {
                 before_ms,
