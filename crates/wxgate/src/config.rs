@@ -66,7 +66,23 @@ pub struct Config {
     pub store: StoreConfig,
     /// The accounts, each served at `/wx/{name}`.
     pub accounts: Vec<AccountConfig>,
+    /// The web console, when `[console] enabled = true`.
+    pub console: Option<ConsoleConfig>,
 }
+
+/// The web console (`[console]`): served only when enabled, always behind its token.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The admin token: typed on the login page, or sent as `Authorization: Bearer`.
+    pub token: Secret,
+    /// Its own address (e.g. `127.0.0.1:8081`), so that it never faces the internet beside
+    /// the webhook; `None` serves it under `/console/` on the webhook's address.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The shortest console token accepted: long enough that the rate-limited login page
+/// cannot be guessed through.
+pub const MIN_CONSOLE_TOKEN_LEN: usize = 16;
 
 /// The store backend and its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +290,16 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    enabled: Option<bool>,
+    token: Option<String>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,7 +451,15 @@ echo = true
             }
             accounts.push(account);
         }
+        let console = validate_console(&raw.console)?;
+        if console.as_ref().and_then(|c| c.listen) == Some(listen) {
+            return Err(ConfigError::new(
+                "console.listen",
+                "is the webhook's own address; leave it out to share that address",
+            ));
+        }
         Ok(Config {
+            console,
             listen,
             body_limit,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
@@ -457,6 +491,9 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
     if let Some(format) = env.get("WXGATE_LOG_FORMAT") {
         raw.log_format = Some(format.clone());
     }
+    if let Some(token) = env.get("WXGATE_CONSOLE_TOKEN") {
+        raw.console.token = Some(token.clone());
+    }
     for account in &mut raw.accounts {
         let Some(name) = &account.name else { continue };
         let prefix = format!(
@@ -487,6 +524,7 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
             "WXGATE_LOG_FORMAT",
             "WXGATE_CONFIG",
             "WXGATE_LOG",
+            "WXGATE_CONSOLE_TOKEN",
         ]
         .contains(&key.as_str())
             || key.starts_with("WXGATE_ACCOUNT_");
@@ -495,6 +533,41 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// `[console]`: off unless enabled; when enabled, a token of at least
+/// [`MIN_CONSOLE_TOKEN_LEN`] printable characters is required.
+fn validate_console(raw: &RawConsole) -> Result<Option<ConsoleConfig>, ConfigError> {
+    if raw.enabled != Some(true) {
+        return Ok(None);
+    }
+    let token = raw.token.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            "console.token",
+            "required when the console is enabled (or set WXGATE_CONSOLE_TOKEN)",
+        )
+    })?;
+    if token.chars().count() < MIN_CONSOLE_TOKEN_LEN
+        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::new(
+            "console.token",
+            format!("must be at least {MIN_CONSOLE_TOKEN_LEN} printable characters without spaces"),
+        ));
+    }
+    let listen = raw
+        .listen
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                ConfigError::new("console.listen", format!("{text:?} is not host:port"))
+            })
+        })
+        .transpose()?;
+    Ok(Some(ConsoleConfig {
+        token: Secret::new(token),
+        listen,
+    }))
 }
 
 fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
@@ -949,10 +1022,49 @@ mod tests {
                 "store.backend",
             ),
             (String::new(), "accounts"),
+            (
+                format!("[store]\ninbox_retention_secs = 59\n{}", account("")),
+                "store.inbox_retention_secs",
+            ),
+            (
+                format!(
+                    "[store]\nretention_secs = 700\ninbox_retention_secs = 600\n{}",
+                    account("")
+                ),
+                "store.retention_secs",
+            ),
         ];
         for (text, field) in cases {
             assert_eq!(check(text, &[]), *field, "{text}");
         }
+    }
+
+    #[test]
+    fn inbox_retention_defaults_to_a_week_and_zero_keeps_forever() {
+        let retention = |store: &str| {
+            let config =
+                Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new()).unwrap();
+            match config.store {
+                StoreConfig::Sqlite { retention, .. } | StoreConfig::Memory { retention } => {
+                    retention
+                }
+            }
+        };
+        assert_eq!(
+            retention(""),
+            Retention {
+                claims: Duration::from_secs(600),
+                inbox: Some(Duration::from_secs(604_800)),
+            }
+        );
+        assert_eq!(retention("[store]\ninbox_retention_secs = 0").inbox, None);
+        assert_eq!(
+            retention("[store]\nretention_secs = 60\ninbox_retention_secs = 60"),
+            Retention {
+                claims: Duration::from_secs(60),
+                inbox: Some(Duration::from_secs(60)),
+            }
+        );
     }
 
     #[test]
@@ -979,6 +1091,42 @@ mod tests {
         // The AppSecret may come from the environment.
         let env = [("WXGATE_ACCOUNT_A_APP_SECRET", "from-env")];
         assert_eq!(check(&account("policy = \"push\""), &env), "ok");
+    }
+
+    #[test]
+    fn the_console_is_off_by_default_and_needs_a_token() {
+        let off = Config::from_toml(&account(""), &BTreeMap::new()).unwrap();
+        assert!(off.console.is_none());
+        let enabled = |extra: &str| format!("[console]\nenabled = true\n{extra}\n{}", account(""));
+        assert_eq!(check(&enabled(""), &[]), "console.token");
+        assert_eq!(check(&enabled("token = \"short\""), &[]), "console.token");
+        assert_eq!(
+            check(
+                &enabled("token = \"0123456789abcdef\"\nlisten = \"nope\""),
+                &[]
+            ),
+            "console.listen"
+        );
+        assert_eq!(check(&enabled("bogus = 1"), &[]), "config");
+        assert_eq!(
+            check(
+                &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8080\""),
+                &[]
+            ),
+            "console.listen"
+        );
+        let env = [("WXGATE_CONSOLE_TOKEN", "from-the-environment")];
+        let config = Config::from_toml(
+            &enabled("token = \"0123456789abcdef\"\nlisten = \"127.0.0.1:8081\""),
+            &env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let console = config.console.unwrap();
+        assert_eq!(console.token.expose(), "from-the-environment");
+        assert_eq!(console.listen.unwrap().to_string(), "127.0.0.1:8081");
+        assert_eq!(format!("{:?}", console.token), "Secret(<redacted>)");
     }
 
     #[test]

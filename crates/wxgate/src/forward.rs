@@ -23,7 +23,7 @@
 //! What this module must not do: log message contents, the secret or full OpenIDs.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -32,6 +32,7 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 use wechat_proto::{Inbound, Reply};
 
+use crate::clock::WallClock;
 use crate::config::{ForwardConfig, Secret};
 use crate::handler::{Handler, HandlerContext, HandlerError};
 
@@ -159,9 +160,7 @@ impl ForwardHandler {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(IDEMPOTENCY_KEY_HEADER, &dedup_key);
             if let Some(secret) = &self.config.secret {
-                let timestamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
+                let timestamp = crate::clock::SystemClock.now_secs();
                 request = request
                     .header(TIMESTAMP_HEADER, timestamp.to_string())
                     .header(SIGNATURE_HEADER, signature(secret, timestamp, &body));

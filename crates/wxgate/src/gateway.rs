@@ -19,9 +19,7 @@ use crate::forward::{http_client, ForwardHandler};
 use crate::handler::rules::router_from_rules;
 use crate::handler::{Handler, Router};
 use crate::metrics::Metrics;
-use crate::push::{
-    CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache,
-};
+use crate::push::{CustomerServiceClient, PushAccount, Pusher, RetryPolicy, TokenCache};
 use crate::store::{Store, StoreError};
 
 /// One account, ready to serve: its config, its ciphers and its handler.
@@ -58,6 +56,31 @@ pub struct Gateway {
     pub(crate) body_limit: usize,
     /// The delivery workers of `push` accounts; `None` when no account uses `push`.
     pub(crate) pusher: Option<Arc<Pusher>>,
+    /// One event per answered webhook request, for the console's live inbox and charts.
+    pub(crate) events: tokio::sync::broadcast::Sender<WebhookEvent>,
+}
+
+/// How many webhook events wait for a slow listener before it starts missing some (it is
+/// told how many it missed, and the console then re-reads the inbox).
+pub const EVENT_BACKLOG: usize = 1024;
+
+/// One webhook POST, as it ended: sent to [`Gateway::subscribe`]rs after the answer.
+///
+/// It names no message (no OpenID, no key): listeners re-read the store, which is the one
+/// record of what arrived.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WebhookEvent {
+    /// The account name, or `unknown` for a 404.
+    pub account: String,
+    /// The answer kind (`replied`, `success`, …) or the rejection (`rejected_401`, …).
+    pub outcome: String,
+    /// When the answer left, Unix milliseconds.
+    pub at_ms: i64,
+    /// How long the request took, in milliseconds.
+    pub latency_ms: f64,
+    /// The official WXBizMsgCrypt code of a signature or crypto failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crypto_code: Option<i32>,
 }
 
 /// Assembles a [`Gateway`].
@@ -162,6 +185,7 @@ impl GatewayBuilder {
             tasks,
             body_limit: self.config.body_limit,
             pusher,
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         }
     }
 
@@ -227,6 +251,21 @@ impl Gateway {
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
         self.accounts.get(name)
+    }
+
+    /// Every account, by name.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
+        self.accounts.values()
+    }
+
+    /// Listens to the end of every webhook POST from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<WebhookEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells listeners that a webhook POST ended; nobody listening is not an error.
+    pub(crate) fn publish(&self, event: WebhookEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Waits (up to `grace`) for every running handler and push delivery, then flushes

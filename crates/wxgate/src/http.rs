@@ -15,10 +15,10 @@ use axum::routing::get;
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, WebhookEvent};
 use crate::metrics::AccountLabels;
-use crate::store::Health;
 use crate::pipeline::{handle_post, verify_url_signature, Answer, WeChatQuery};
+use crate::store::Health;
 
 /// Builds the router over a gateway.
 pub fn router(gateway: Arc<Gateway>) -> axum::Router {
@@ -96,13 +96,29 @@ async fn message(
         handle_post(&gateway, &account, &query, &body, started).await
     }
     .await;
+    let elapsed = started.elapsed();
     gateway
         .metrics
         .latency
         .get_or_create(&AccountLabels {
             account: name.clone(),
         })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    // The console's live inbox and charts.
+    gateway.publish(WebhookEvent {
+        account: name.clone(),
+        outcome: match &result {
+            Ok((_, kind)) => kind.as_str().to_owned(),
+            Err(e) => e.outcome().to_owned(),
+        },
+        at_ms: unix_ms(),
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+        crypto_code: result
+            .as_ref()
+            .err()
+            .and_then(GatewayError::code)
+            .map(|code| code.as_i32()),
+    });
     match result {
         Ok((answer, kind)) => {
             gateway.metrics.request(&name, kind.as_str());
@@ -129,6 +145,13 @@ async fn message(
             e.into_response()
         }
     }
+}
+
+/// The wall clock in Unix milliseconds, for the time stamp of webhook events.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The process is up.
@@ -164,6 +187,10 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         .metrics
         .live_claims
         .set(i64::try_from(stats.live_claims).unwrap_or(i64::MAX));
+    gateway
+        .metrics
+        .inbox_pruned
+        .set(i64::try_from(stats.pruned).unwrap_or(i64::MAX));
     (
         StatusCode::OK,
         [(

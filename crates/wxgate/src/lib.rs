@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod forward;
 pub mod gateway;

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wxgate::config::{Config, StoreConfig};
 use wxgate::clock::{SystemClock, WallClock};
+use wxgate::config::{Config, StoreConfig};
 use wxgate::serve::Bound;
 use wxgate::sim::cli::SimCommand;
 use wxgate::tools::{DecryptArgs, InboxArgs};
@@ -207,11 +207,25 @@ fn demo_config() -> anyhow::Result<Config> {
     Ok(Config::demo(&token, &key, &app_id)?)
 }
 
+/// The demo turns the console on, on the demo's loopback address, with a fresh token
+/// (or `WXGATE_CONSOLE_TOKEN`), printed at start.
+fn demo_with_console(mut config: Config, env: &BTreeMap<String, String>) -> Config {
+    let token = env
+        .get("WXGATE_CONSOLE_TOKEN")
+        .cloned()
+        .unwrap_or_else(|| wxgate::tools::keygen().token);
+    config.console = Some(wxgate::config::ConsoleConfig {
+        token: wxgate::config::Secret::new(token),
+        listen: None,
+    });
+    config
+}
+
 fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let demo = config_path.is_none();
     let config = match config_path {
         Some(path) => Config::load(path, env)?,
-        None => demo_config()?,
+        None => demo_with_console(demo_config()?, env),
     };
     init_logging(config.log_json, env);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -226,6 +240,12 @@ fn serve(config_path: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::
         let addr = bound.local_addr()?;
         if demo {
             print_demo(&config, addr);
+            if let (Some(console), Some(Ok(console_addr))) = (&config.console, bound.console_addr()) {
+                println!(
+                    "Console: http://{console_addr}/console/   token {}",
+                    console.token.expose()
+                );
+            }
         }
         for account in &config.accounts {
             tracing::info!(account = %account.name, mode = account.mode.as_str(), policy = account.policy.as_str(), url = %format!("http://{addr}/wx/{}", account.name), "serving");

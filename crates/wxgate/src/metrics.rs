@@ -77,6 +77,8 @@ pub struct Metrics {
     pub inbox_size: Gauge,
     /// Claims held live for single flight, refreshed on every scrape.
     pub live_claims: Gauge,
+    /// Messages pruned from the inbox since the store opened, refreshed on every scrape.
+    pub inbox_pruned: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
         let handler_failures = Family::<AccountLabels, Counter>::default();
         let inbox_size = Gauge::default();
         let live_claims = Gauge::default();
+        let inbox_pruned = Gauge::default();
         registry.register(
             "requests",
             "Webhook requests by account and outcome",
@@ -147,6 +150,11 @@ impl Metrics {
             "Claims held live for single flight (bounded by the claims' retention)",
             live_claims.clone(),
         );
+        registry.register(
+            "inbox_pruned",
+            "Messages pruned from the inbox past inbox_retention_secs since the store opened",
+            inbox_pruned.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -158,6 +166,7 @@ impl Metrics {
             handler_failures,
             inbox_size,
             live_claims,
+            inbox_pruned,
         }
     }
 

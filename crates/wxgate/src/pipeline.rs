@@ -12,7 +12,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::FutureExt;
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use wechat_proto::{
     EncryptedReply, ErrorCode, Inbound, Kind, Reply, ReplyTarget, RequestEnvelope, Signature,
 };
 
+use crate::clock::WallClock;
 use crate::config::{Mode, Policy};
 use crate::error::GatewayError;
 use crate::gateway::{Account, Gateway};
@@ -78,11 +79,9 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Gatewa
         .ok_or_else(|| GatewayError::bad_request(format!("missing query parameter {name}"), None))
 }
 
-/// Current Unix time in seconds.
+/// Current Unix time in seconds, from the system's clock (see [`crate::clock`]).
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::clock::SystemClock.now_secs()
 }
 
 /// Verifies the URL `signature` (and the timestamp window when `check_window`).
@@ -257,7 +256,7 @@ pub async fn handle_post(
         tracing::error!(error = %e, "could not record the answer");
     }
     let answer = match reply {
-        Answered::Reply(reply) => render(account, &inbound, &reply, &request),
+        Answered::Reply(reply) => render(account, &*gateway.clock, &inbound, &reply, &request),
         Answered::Success => Answer::Success,
         Answered::Empty => Answer::Empty,
     };
@@ -609,11 +608,17 @@ fn spawn_deferral(gateway: &Arc<Gateway>, account: &Account, key: &StoreKey) {
 
 /// Renders a reply for this request: plain XML, or the encrypted envelope signed with
 /// this request's timestamp and nonce. A reply that cannot be rendered answers `success`.
-fn render(account: &Account, inbound: &Inbound, reply: &Reply, request: &Authenticated) -> Answer {
+fn render(
+    account: &Account,
+    clock: &dyn WallClock,
+    inbound: &Inbound,
+    reply: &Reply,
+    request: &Authenticated,
+) -> Answer {
     if matches!(reply, Reply::Success) {
         return Answer::Success;
     }
-    let target = ReplyTarget::answering(inbound, unix_now());
+    let target = ReplyTarget::answering(inbound, clock.now_secs());
     let cipher = account.ciphers.first();
     let rendered = match cipher {
         // Rendered, encrypted, signed and written in one buffer: the same bytes as

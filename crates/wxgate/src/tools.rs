@@ -601,6 +601,7 @@ pub async fn inbox(
         account: args.account.clone(),
         since_ms,
         limit: args.limit.max(1),
+        ..InboxQuery::default()
     };
     let mut entries = store.list(&query).await?;
     entries.reverse();
@@ -627,8 +628,12 @@ pub async fn inbox(
         account: args.account.clone(),
         since_ms: Some(since_ms.unwrap_or(i64::MIN).max(now_ms - 600_000)),
         limit: 10_000,
+        ..InboxQuery::default()
     };
-    for entry in entries.into_iter().chain(store.list(&window(now_ms)).await?) {
+    for entry in entries
+        .into_iter()
+        .chain(store.list(&window(now_ms)).await?)
+    {
         seen.insert(
             (entry.account.clone(), entry.dedup_key.clone()),
             fingerprint(&entry),

@@ -69,7 +69,9 @@ async fn post(
 async fn serves_over_a_socket_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let config = sqlite_config(&dir.path().join("wxgate.db"));
-    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000)
+        .await
+        .unwrap();
     let running = start(config, Arc::clone(&store), |b| b).await;
     let client = reqwest::Client::new();
     let side = side(Mode::Safe);
@@ -124,7 +126,9 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
                 let client = reqwest::Client::new();
-                let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+                let store = wxgate::store::open(&config.store, now() * 1000)
+                    .await
+                    .unwrap();
                 let mut short = config.clone();
                 short.accounts[2].budget = Duration::from_millis(200);
                 let running = start(short, store, |b| b.handler("safe", hang)).await;
@@ -159,7 +163,9 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
             }))
         }
     };
-    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000)
+        .await
+        .unwrap();
     let running = start(config.clone(), Arc::clone(&store), |b| {
         b.handler("safe", counting)
     })
@@ -193,6 +199,116 @@ async fn a_restart_mid_flight_records_the_loss_and_keeps_finished_replies() {
         .unwrap_or_default();
     assert!(error.contains("interrupted"), "{error}");
     assert_eq!(stuck_entry.attempts, 2);
+    running.stop.send(()).unwrap();
+    running.done.await.unwrap().unwrap();
+}
+
+/// Writes one raw HTTP/1.1 POST of `request` to `account`, or only the first `body_bytes`
+/// of its body.
+async fn write_raw(
+    stream: &mut tokio::net::TcpStream,
+    account: &str,
+    request: &wxgate::sim::wechat::SignedRequest,
+    body_bytes: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST /wx/{account}?{} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n",
+        request.query,
+        request.body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(&request.body.as_bytes()[..body_bytes])
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+}
+
+/// Cancel safety, over real sockets: connections dropped mid-body, right after the body,
+/// at a jittered point (while the claim is being written) and while the handler runs.
+/// Then every message is retried as WeChat would. Every handler ran exactly once, and
+/// every retry got its handler's reply: no claim was ever left without its handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_never_strand_a_message() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::sync::{mpsc, Semaphore};
+
+    const MESSAGES: u64 = 160;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(&dir.path().join("wxgate.db"));
+    let store = wxgate::store::open(&config.store, now() * 1000)
+        .await
+        .unwrap();
+    let runs: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    // Handlers of every fourth message wait here until the test has dropped their
+    // connection.
+    let release = Arc::new(Semaphore::new(0));
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<u64>();
+    let handler = {
+        let (runs, release) = (Arc::clone(&runs), Arc::clone(&release));
+        move |_ctx, inbound: wechat_proto::Inbound| {
+            let (runs, release, started) =
+                (Arc::clone(&runs), Arc::clone(&release), started_tx.clone());
+            async move {
+                let msg_id = inbound.header.msg_id.unwrap_or_default();
+                *runs.lock().unwrap().entry(msg_id).or_default() += 1;
+                if msg_id % 4 == 3 {
+                    let _ = started.send(msg_id);
+                    release.acquire().await.unwrap().forget();
+                }
+                Ok(Some(Reply::Text {
+                    content: format!("r{msg_id}"),
+                }))
+            }
+        }
+    };
+    let running = start(config, Arc::clone(&store), |b| b.handler("plain", handler)).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    let side = side(Mode::Plaintext);
+    let requests: Vec<_> = (0..MESSAGES)
+        .map(|id| side.message(&text(id, "ping"), now(), &format!("n{id}"), [0; 16]))
+        .collect();
+
+    for (id, request) in (0..MESSAGES).zip(&requests) {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        match id % 4 {
+            // Mid-body: the message never fully arrived.
+            0 => write_raw(&mut stream, "plain", request, request.body.len() / 2).await,
+            // Right after the body.
+            1 => write_raw(&mut stream, "plain", request, request.body.len()).await,
+            // A little later, while the claim is on its way to the file.
+            2 => {
+                write_raw(&mut stream, "plain", request, request.body.len()).await;
+                for _ in 0..(id * 7919 % 13) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            // While the handler runs.
+            _ => {
+                write_raw(&mut stream, "plain", request, request.body.len()).await;
+                assert_eq!(started_rx.recv().await, Some(id));
+            }
+        }
+        drop(stream);
+    }
+    release.add_permits(MESSAGES as usize);
+
+    let client = reqwest::Client::new();
+    for (id, request) in (0..MESSAGES).zip(&requests) {
+        let (status, body) = post(&client, &running.base, "plain", request).await;
+        let verdict = side.judge(status, body.as_bytes(), SENDER);
+        assert_eq!(
+            reply_text(&verdict),
+            Some(format!("r{id}").as_str()),
+            "the retry of message {id} got its handler's reply"
+        );
+    }
+    let runs = runs.lock().unwrap().clone();
+    for id in 0..MESSAGES {
+        assert_eq!(runs.get(&id), Some(&1), "message {id}'s handler ran once");
+    }
     running.stop.send(()).unwrap();
     running.done.await.unwrap().unwrap();
 }

@@ -272,7 +272,9 @@ async fn a_restart_in_the_middle_of_a_pending_push_delivers_it_exactly_once() {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
-                let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+                let store = wxgate::store::open(&config.store, now() * 1000)
+                    .await
+                    .unwrap();
                 let app =
                     TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
                 let base = serve(&app.gateway).await;
@@ -296,7 +298,9 @@ async fn a_restart_in_the_middle_of_a_pending_push_delivers_it_exactly_once() {
     // Second life on the same file, WeChat's API back: the pending delivery is resumed
     // and sent once, without running the upstream again.
     fake.with(|f| f.always_error = None);
-    let store = wxgate::store::open(&config.store, now() * 1000).await.unwrap();
+    let store = wxgate::store::open(&config.store, now() * 1000)
+        .await
+        .unwrap();
     let app = TestApp::with_store(config.clone(), store, |b| b.push_retry(slow_retries));
     assert_eq!(settled(&app, 1).await, DeliveryState::Sent);
     // A late retry of the message from WeChat gets `success`, not the reply a second time.

@@ -399,6 +399,13 @@ fn print(
 }
 
 fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> {
+    let report = runtime(1)?.block_on(verify_report(args))?;
+    print(out, args.json, &report, || report.to_text())?;
+    Ok(report.ok)
+}
+
+/// Runs `sim verify` to its report: the CLI and the web console share this.
+pub async fn verify_report(args: &VerifyArgs) -> Result<super::verify::VerifyReport, SimError> {
     let account = AccountArgs {
         url: args.url.clone(),
         token: args.token.clone(),
@@ -414,7 +421,7 @@ fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> 
     }
     let echostr = args.echostr.clone().unwrap_or_else(random_digits);
     let transport = Transport::new()?;
-    let report = runtime(1)?.block_on(super::verify::verify(
+    Ok(super::verify::verify(
         &transport,
         &args.url,
         &side,
@@ -422,14 +429,27 @@ fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<bool, SimError> 
         &random_digits(),
         &echostr,
         Duration::from_millis(args.timeout_ms),
-    ));
-    print(out, args.json, &report, || report.to_text())?;
-    Ok(report.ok)
+    )
+    .await)
 }
 
-/// The plaintext XML and sender of a `send`, from a KIND or `--xml`.
-fn message_of(args: &SendArgs) -> Result<(String, String, String), SimError> {
-    match (&args.xml, &args.kind) {
+/// The text of `--xml FILE` ("-" for standard input), when given.
+fn read_xml(args: &SendArgs) -> Result<Option<String>, SimError> {
+    args.xml
+        .as_ref()
+        .map(|path| {
+            if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(io("reading standard input"))
+            } else {
+                std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))
+            }
+        })
+        .transpose()
+}
+
+/// The plaintext XML and sender of a `send`, from a KIND or the raw XML text.
+fn message_of(args: &SendArgs, xml: Option<String>) -> Result<(String, String, String), SimError> {
+    match (xml, &args.kind) {
         (Some(_), Some(_)) => Err(SimError::Usage(
             "give either --xml FILE or a KIND, not both".to_owned(),
         )),
@@ -437,12 +457,7 @@ fn message_of(args: &SendArgs) -> Result<(String, String, String), SimError> {
             "say what to send: a KIND (text, image, voice, …, subscribe, click, …) or --xml FILE"
                 .to_owned(),
         )),
-        (Some(path), None) => {
-            let xml = if path.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).map_err(io("reading standard input"))?
-            } else {
-                std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?
-            };
+        (Some(xml), None) => {
             // A file that does not parse is still sent: testing a webhook with odd input is
             // a use of --xml. The reply is then expected for --from.
             match Inbound::parse(xml.as_bytes()) {
@@ -477,9 +492,19 @@ fn message_of(args: &SendArgs) -> Result<(String, String, String), SimError> {
 }
 
 fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<bool, SimError> {
+    let xml = read_xml(args)?;
+    let report = runtime(1)?.block_on(send_report(args, xml))?;
+    print(out, args.json, &report, || report.to_text())?;
+    Ok(report.outcome.ok)
+}
+
+/// Runs `sim send` to its report, with the raw message XML (the text of `--xml`) when
+/// one is sent instead of a KIND. The CLI and the web console share this, so both always
+/// build, send and judge alike.
+pub async fn send_report(args: &SendArgs, xml: Option<String>) -> Result<SendReport, SimError> {
     let side = args.account.side()?;
     let policy = args.retry.policy()?;
-    let (xml, sender, kind) = message_of(args)?;
+    let (xml, sender, kind) = message_of(args, xml)?;
     let nonce = args.nonce.clone().unwrap_or_else(random_digits);
     let request = side.message_xml(
         &xml,
@@ -489,7 +514,9 @@ fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<bool, SimError> {
     );
     let transport = Transport::new()?;
     let url = &args.account.url;
-    let delivery = runtime(1)?.block_on(transport.deliver(url, &side, &request, &sender, &policy));
+    let delivery = transport
+        .deliver(url, &side, &request, &sender, &policy)
+        .await;
     let view = RequestView {
         method: "POST",
         url: with_query(url, &request.query),
@@ -500,9 +527,7 @@ fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<bool, SimError> {
         body: request.body.clone(),
         encrypted: request.body != request.plaintext,
     };
-    let report = SendReport::new(view, &delivery, &policy);
-    print(out, args.json, &report, || report.to_text())?;
-    Ok(report.outcome.ok)
+    Ok(SendReport::new(view, &delivery, &policy))
 }
 
 fn run_storm(args: &StormArgs, out: &mut dyn Write) -> Result<bool, SimError> {

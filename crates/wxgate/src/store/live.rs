@@ -206,7 +206,11 @@ impl Live {
     /// so that WeChat's retry claims it anew.
     pub(crate) fn abandon(&self, key: &StoreKey, record: RecordId) {
         let mut shard = self.shard(key);
-        if shard.claims.get(key).is_some_and(|live| live.record == record) {
+        if shard
+            .claims
+            .get(key)
+            .is_some_and(|live| live.record == record)
+        {
             if let Some(live) = shard.claims.remove(key) {
                 self.claims.fetch_sub(1, Ordering::Relaxed);
                 if let Some(completed) = live.completed {
@@ -246,7 +250,11 @@ impl Live {
     }
 
     /// The record of the live claim of `key`, for writes that only need to find it.
-    pub(crate) fn record(&self, key: &StoreKey, operation: &'static str) -> Result<RecordId, StoreError> {
+    pub(crate) fn record(
+        &self,
+        key: &StoreKey,
+        operation: &'static str,
+    ) -> Result<RecordId, StoreError> {
         self.shard(key)
             .claims
             .get(key)
@@ -422,4 +430,79 @@ pub(crate) fn no_claim(operation: &'static str, key: &StoreKey) -> StoreError {
 /// here is a single step taken after all checks.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(msg_id: u64, received_at_ms: i64) -> NewMessage {
+        NewMessage {
+            key: StoreKey {
+                account: "a".to_owned(),
+                dedup: DedupKey::Message {
+                    from_user_name: "o-alice".to_owned(),
+                    msg_id,
+                },
+            },
+            from_user_name: "o-alice".to_owned(),
+            kind: "text".to_owned(),
+            inbound_json: "{}".to_owned(),
+            received_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_sweep_forgets_expired_claims_but_not_a_key_claimed_again() {
+        let live = Live::new(Duration::from_secs(60));
+        let mut ids = 0..;
+        let mut claim =
+            |message: &NewMessage| live.claim(message, true, || ids.next().unwrap_or_default());
+        assert!(matches!(claim(&message(1, 0)), Decision::First { .. }));
+        assert!(matches!(claim(&message(2, 0)), Decision::First { .. }));
+        // Key 1 expired and arrived again: a new claim under the same key.
+        assert!(matches!(claim(&message(1, 60_001)), Decision::First { .. }));
+        assert_eq!(live.len(), 2);
+
+        live.sweep(60_000, None, 1_000);
+        assert_eq!(
+            live.len(),
+            1,
+            "key 2's claim went; key 1's new claim stayed"
+        );
+        assert!(matches!(
+            claim(&message(1, 60_002)),
+            Decision::Existing {
+                claimed: Claimed {
+                    claim: Claim::InFlight,
+                    attempt: 2
+                },
+                ..
+            }
+        ));
+        assert!(matches!(claim(&message(2, 60_002)), Decision::First { .. }));
+    }
+
+    #[test]
+    fn a_claim_not_yet_recorded_holds_back_its_retries_until_marked() {
+        let live = Live::new(Duration::from_secs(60));
+        let first = message(1, 0);
+        let Decision::First { record } = live.claim(&first, false, || 7) else {
+            panic!("the first claim");
+        };
+        assert!(matches!(
+            live.claim(&first, false, || 8),
+            Decision::NotYetDurable
+        ));
+        live.mark_durable(&first.key, record);
+        assert!(matches!(
+            live.claim(&first, false, || 9),
+            Decision::Existing { .. }
+        ));
+        live.abandon(&first.key, record);
+        assert!(
+            matches!(live.claim(&first, false, || 10), Decision::First { record } if record.id == 10),
+            "an abandoned claim is made anew by the retry"
+        );
+    }
 }

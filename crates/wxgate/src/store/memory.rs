@@ -16,6 +16,7 @@
 //! instead of reallocating one large buffer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use wechat_proto::Reply;
 use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::{
     AnswerKind, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health, Inbox,
-    InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
-    StoreKey,
+    InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox, Retention,
+    Store, StoreError, StoreKey,
 };
 
 /// A store kept in this process's memory. See the module docs.
@@ -171,26 +172,67 @@ impl Deferrals for MemoryStore {
 
 #[async_trait]
 impl Inbox for MemoryStore {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        let limit = query.effective_limit();
+        // The history is ordered by (arrival, record id): the record id is the cursor's
+        // sequence number, and the time range and the cursor bound the range walked.
+        let upper = match (query.before, query.until_ms) {
+            (Some(before), until) => {
+                let before = RecordId {
+                    received_at_ms: before.received_at_ms,
+                    id: before.seq,
+                };
+                match until {
+                    Some(until_ms) if until_ms < before.received_at_ms => {
+                        Bound::Excluded(RecordId {
+                            received_at_ms: until_ms.saturating_add(1),
+                            id: i64::MIN,
+                        })
+                    }
+                    _ => Bound::Excluded(before),
+                }
+            }
+            (None, Some(until_ms)) => Bound::Excluded(RecordId {
+                received_at_ms: until_ms.saturating_add(1),
+                id: i64::MIN,
+            }),
+            (None, None) => Bound::Unbounded,
+        };
         let history = lock(&self.history);
-        // Newest first; among messages received in the same millisecond, the latest claim.
-        Ok(history
-            .values()
+        let mut matching = history
+            .range((Bound::Unbounded, upper))
             .rev()
-            .take_while(|entry| {
+            .take_while(|(record, _)| {
                 query
                     .since_ms
-                    .is_none_or(|since_ms| entry.received_at_ms >= since_ms)
+                    .is_none_or(|since_ms| record.received_at_ms >= since_ms)
             })
-            .filter(|entry| {
-                query
-                    .account
-                    .as_deref()
-                    .is_none_or(|account| entry.account == account)
-            })
-            .take(query.effective_limit())
-            .cloned()
-            .collect())
+            .filter(|(_, entry)| query.matches(entry));
+        let entries: Vec<(RecordId, InboxEntry)> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(record, entry)| (*record, entry.clone()))
+            .collect();
+        let next = match (entries.last(), matching.next()) {
+            (Some((last, _)), Some(_)) => Some(InboxCursor {
+                received_at_ms: last.received_at_ms,
+                seq: last.id,
+            }),
+            _ => None,
+        };
+        Ok(InboxPage {
+            entries: entries.into_iter().map(|(_, entry)| entry).collect(),
+            next,
+        })
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        // The latest record of the key: a key that expired and came again has two.
+        Ok(lock(&self.history)
+            .values()
+            .rev()
+            .find(|entry| entry.account == account && entry.dedup_key == dedup_key)
+            .cloned())
     }
 }
 

@@ -177,7 +177,9 @@ impl AnswerKind {
 
     /// The inverse of [`AnswerKind::as_str`].
     pub fn parse(text: &str) -> Option<AnswerKind> {
-        AnswerKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        AnswerKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -206,13 +208,27 @@ pub struct InboxEntry {
     pub deferred: bool,
 }
 
-/// Which inbox entries to list.
+/// Which inbox entries to list. Every filter that is set must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InboxQuery {
     /// Only this account.
     pub account: Option<String>,
     /// Only messages received at or after this time (Unix ms).
     pub since_ms: Option<i64>,
+    /// Only messages received at or before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Only this kind: the exact label (`text`, `event:click`), or a family before its
+    /// colon (`event` matches every `event:…`).
+    pub kind: Option<String>,
+    /// Only messages whose last answer is this [`AnswerKind`] name; also `failed` (the
+    /// handler failed) and `pending` (the handler has not finished).
+    pub answer: Option<String>,
+    /// Only messages from this OpenID.
+    pub sender: Option<String>,
+    /// Only messages whose JSON form contains this text (case-sensitive).
+    pub text: Option<String>,
+    /// Only entries older than this position: the `next` of the previous page.
+    pub before: Option<InboxCursor>,
     /// At most this many, newest first (0 means a default of 100).
     pub limit: usize,
 }
@@ -220,14 +236,87 @@ pub struct InboxQuery {
 /// The number of entries a listing returns when the query asks for 0.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
+/// A position in the inbox's newest-first order, for paging: the receive time of an
+/// entry and the backend's sequence number that breaks ties within one millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboxCursor {
+    /// The entry's `received_at_ms`.
+    pub received_at_ms: i64,
+    /// The backend's insertion order of the entry (row id, record index).
+    pub seq: i64,
+}
+
+impl fmt::Display for InboxCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.received_at_ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for InboxCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<InboxCursor, String> {
+        let bad = || format!("{text:?} is not a cursor (a `next` value of an earlier page)");
+        let (time, seq) = text.split_once('.').ok_or_else(bad)?;
+        Ok(InboxCursor {
+            received_at_ms: time.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxPage {
+    /// The entries, newest first.
+    pub entries: Vec<InboxEntry>,
+    /// Where the next page starts, when the limit cut this one short.
+    pub next: Option<InboxCursor>,
+}
+
 impl InboxQuery {
-    /// The number of entries to return: `limit`, or the default for 0.
+    /// The page size this query asks for (0 means the default of 100).
     pub fn effective_limit(&self) -> usize {
         if self.limit == 0 {
             DEFAULT_LIST_LIMIT
         } else {
             self.limit
         }
+    }
+
+    /// Whether `entry` passes every filter except the time range and the cursor, which
+    /// backends apply with their own indexes. Shared so that backends agree exactly.
+    pub fn matches(&self, entry: &InboxEntry) -> bool {
+        let kind_matches = |wanted: &str| {
+            entry.kind == wanted
+                || entry
+                    .kind
+                    .split_once(':')
+                    .is_some_and(|(family, _)| family == wanted)
+        };
+        let answer_matches = |wanted: &str| match wanted {
+            "failed" => entry
+                .completion
+                .as_ref()
+                .is_some_and(|completion| completion.error.is_some()),
+            "pending" => entry.completion.is_none(),
+            name => entry
+                .last_answer
+                .is_some_and(|(answer, _)| answer.as_str() == name),
+        };
+        self.account
+            .as_deref()
+            .is_none_or(|account| entry.account == account)
+            && self.kind.as_deref().is_none_or(kind_matches)
+            && self.answer.as_deref().is_none_or(answer_matches)
+            && self
+                .sender
+                .as_deref()
+                .is_none_or(|sender| entry.from_user_name == sender)
+            && self
+                .text
+                .as_deref()
+                .is_none_or(|text| entry.inbound_json.contains(text))
     }
 }
 
@@ -379,7 +468,15 @@ pub trait Deferrals: Send + Sync + fmt::Debug + 'static {
 #[async_trait]
 pub trait Inbox: Send + Sync + fmt::Debug + 'static {
     /// Lists inbox entries, newest first. Reflects every write acknowledged before it.
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError>;
+    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        Ok(self.page(query).await?.entries)
+    }
+
+    /// Lists one page of inbox entries, newest first, with the cursor of the next page.
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError>;
+
+    /// The latest entry of one message, by account and the dedup key's text form.
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError>;
 }
 
 /// Durable `push` deliveries: one record per message key.
@@ -430,7 +527,9 @@ pub trait Store: Claims + Deferrals + Inbox + Outbox {
 /// a process that died left running. Pruning runs in [`housekeeping::spawn`].
 pub async fn open(config: &StoreConfig, now_ms: i64) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
-        StoreConfig::Memory { retention } => Arc::new(memory::MemoryStore::with_retention(*retention)),
+        StoreConfig::Memory { retention } => {
+            Arc::new(memory::MemoryStore::with_retention(*retention))
+        }
         StoreConfig::Sqlite {
             path,
             retention,

@@ -57,8 +57,8 @@ use super::memory::duration_ms;
 use super::sqlite::INTERRUPTED;
 use super::{
     AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
-    Inbox, InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
-    StoreKey,
+    Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
+    Retention, Store, StoreError, StoreKey,
 };
 
 /// How long a lease lives without a heartbeat: after it, the instance counts as dead. The
@@ -586,8 +586,18 @@ impl Deferrals for RedisStore {
 
 #[async_trait]
 impl Inbox for RedisStore {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        list_entries(&mut self.inner.conn(), &self.inner.prefix, query).await
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        page_entries(&mut self.inner.conn(), &self.inner.prefix, query).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        get_entry(
+            &mut self.inner.conn(),
+            &self.inner.prefix,
+            account,
+            dedup_key,
+        )
+        .await
     }
 }
 
@@ -781,8 +791,12 @@ impl fmt::Debug for RedisReader {
 
 #[async_trait]
 impl Inbox for RedisReader {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        list_entries(&mut self.conn.clone(), &self.prefix, query).await
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        page_entries(&mut self.conn.clone(), &self.prefix, query).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        get_entry(&mut self.conn.clone(), &self.prefix, account, dedup_key).await
     }
 }
 
@@ -791,44 +805,135 @@ const LIST_FIELDS: [&str; 11] = [
     "account", "dedup", "from", "kind", "json", "at", "n", "done", "ans", "ansn", "def",
 ];
 
-/// Lists the inbox, newest first: the ids from the arrival index, then each record.
-async fn list_entries(
+/// How many index members a page reads per round trip, at least.
+const PAGE_CHUNK: usize = 128;
+
+/// One page of the inbox, newest first: members of the arrival index (narrowed by the
+/// time range and the cursor) are read in chunks, their records fetched in one pipeline
+/// per chunk and filtered with [`InboxQuery::matches`], until the page is full and one
+/// more match shows that a next page exists.
+async fn page_entries(
     conn: &mut ConnectionManager,
     prefix: &str,
     query: &InboxQuery,
-) -> Result<Vec<InboxEntry>, StoreError> {
+) -> Result<InboxPage, StoreError> {
     let index = match &query.account {
         Some(account) => format!("{prefix}inbox:{account}"),
         None => format!("{prefix}inbox"),
     };
-    let since = query
+    let newest = match (query.until_ms, query.before) {
+        (Some(until), Some(before)) => Some(until.min(before.received_at_ms)),
+        (until, before) => until.or(before.map(|before| before.received_at_ms)),
+    };
+    let max = newest.map_or_else(|| "+inf".to_owned(), |newest| newest.to_string());
+    let min = query
         .since_ms
         .map_or_else(|| "-inf".to_owned(), |since| since.to_string());
-    let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
-        .arg(&index)
-        .arg("+inf")
-        .arg(since)
-        .arg("LIMIT")
-        .arg(0)
-        .arg(query.effective_limit())
+    let limit = query.effective_limit();
+    let chunk = (limit + 1).max(PAGE_CHUNK);
+    let mut entries: Vec<(InboxCursor, InboxEntry)> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let members: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(&index)
+            .arg(&max)
+            .arg(&min)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .map_err(backend)?;
+        offset += members.len();
+        let candidates: Vec<InboxCursor> = members
+            .iter()
+            .filter_map(|(member, score)| {
+                Some(InboxCursor {
+                    // Scores are whole milliseconds, exact in an f64.
+                    received_at_ms: *score as i64,
+                    seq: member.parse().ok()?,
+                })
+            })
+            // Only what is strictly older than the cursor.
+            .filter(|cursor| {
+                query.before.is_none_or(|before| {
+                    (cursor.received_at_ms, cursor.seq) < (before.received_at_ms, before.seq)
+                })
+            })
+            .collect();
+        let records =
+            read_records(conn, prefix, candidates.iter().map(|cursor| cursor.seq)).await?;
+        for (cursor, record) in candidates.into_iter().zip(records) {
+            let Some(entry) = record else { continue };
+            if query.matches(&entry) {
+                entries.push((cursor, entry));
+                if entries.len() > limit {
+                    break;
+                }
+            }
+        }
+        if entries.len() > limit || members.len() < chunk {
+            break;
+        }
+    }
+    let next = if entries.len() > limit {
+        entries.truncate(limit);
+        entries.last().map(|(cursor, _)| *cursor)
+    } else {
+        None
+    };
+    Ok(InboxPage {
+        entries: entries.into_iter().map(|(_, entry)| entry).collect(),
+        next,
+    })
+}
+
+/// The latest record of one message, through its `k:` pointer.
+async fn get_entry(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    account: &str,
+    dedup_key: &str,
+) -> Result<Option<InboxEntry>, StoreError> {
+    let id: Option<i64> = redis::cmd("GET")
+        .arg(format!("{prefix}k:{account}|{dedup_key}"))
         .query_async(conn)
         .await
         .map_err(backend)?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    Ok(read_records(conn, prefix, [id]).await?.pop().flatten())
+}
+
+/// Reads records by id in one pipeline; a record whose TTL ran out is `None`.
+async fn read_records(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<Vec<Option<InboxEntry>>, StoreError> {
     let mut pipe = redis::pipe();
-    for id in &ids {
+    let mut count = 0;
+    for id in ids {
         pipe.cmd("HMGET")
             .arg(format!("{prefix}r:{id}"))
             .arg(&LIST_FIELDS[..]);
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(Vec::new());
     }
     let records: Vec<Vec<Option<String>>> = pipe.query_async(conn).await.map_err(backend)?;
-    // A record whose TTL ran out before pruning removed its id is skipped.
     records
         .into_iter()
-        .filter(|fields| fields.first().is_some_and(Option::is_some))
-        .map(entry_from_fields)
+        .map(|fields| {
+            if fields.first().is_some_and(Option::is_some) {
+                entry_from_fields(fields).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
         .collect()
 }
 

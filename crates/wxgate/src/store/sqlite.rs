@@ -11,8 +11,9 @@
 //!   retry is answered from memory and costs no statement of its own.
 //! - **One writer thread** owns the only writing connection (see `writer`): inserts are
 //!   group-committed and answered after the commit; row updates (completion, answer,
-//!   attempts, deferral) are merged per row and written with the next commit, so that the
-//!   common message costs one insert and one update. An update that cannot be written is
+//!   attempts, deferral) are buffered without waking the writer, merged per row and written
+//!   with the next commit (within 100 ms when idle), so that the common message costs one
+//!   insert and one update, in shared transactions. An update that cannot be written is
 //!   kept and retried until it is, and [`Store::health`] reports the store degraded.
 //! - **Reads** (`list`, the outbox's state) use a second connection in `spawn_blocking`;
 //!   WAL lets it read while the writer writes.
@@ -62,9 +63,10 @@ use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::memory::duration_ms;
 use super::{
     AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
-    Inbox, InboxEntry, InboxQuery, InboxStats, NewMessage, Outbox, Retention, Store, StoreError,
-    StoreKey,
+    Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
+    Retention, Store, StoreError, StoreKey,
 };
+use crate::clock::{SystemClock, WallClock};
 
 /// The error recorded for a claim whose handler can no longer finish, because the store
 /// (or the whole process) that ran it went away first.
@@ -75,6 +77,10 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The size the WAL file is cut back to after a checkpoint reset it, in bytes.
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// The WAL length, in frames (pages of 4 KiB), past which the checkpointer has the WAL
+/// rewound: 1024 frames, so the WAL stays around 4 MiB.
+const WAL_RESTART_FRAMES: i64 = 1024;
 
 /// When a commit counts as durable. See the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,6 +145,8 @@ struct Shared {
     pruned: AtomicU64,
     /// How many row updates wait to become durable, and the last failure.
     degraded: Mutex<Option<(usize, String)>>,
+    /// Row updates made since the writer's last batch.
+    updates: Mutex<Vec<RowUpdate>>,
 }
 
 impl Shared {
@@ -155,6 +163,10 @@ impl Shared {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |messages| {
                 Some(messages.saturating_sub(removed))
             });
+    }
+
+    fn take_updates(&self) -> Vec<RowUpdate> {
+        std::mem::take(&mut *lock(&self.updates))
     }
 
     fn set_degraded(&self, degraded: Option<(usize, String)>) {
@@ -180,7 +192,11 @@ impl SqliteStore {
     /// process that died left running, and rebuilds the live claims; call it at start-up
     /// or from `spawn_blocking`. `now_ms` is not used to decide expiry (which follows the
     /// newest arrival in the file) and is kept for the log of the settlement.
-    pub fn open(path: &Path, options: SqliteOptions, now_ms: i64) -> Result<SqliteStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        options: SqliteOptions,
+        now_ms: i64,
+    ) -> Result<SqliteStore, StoreError> {
         let owner = take_lock(path)?;
         let conn = open_connection(path)?;
         let journal_mode: String = conn
@@ -228,7 +244,11 @@ impl SqliteStore {
             })
             .map_err(backend)?;
         if let Some(newest_ms) = newest_ms {
-            restore_live(&conn, &live, newest_ms - duration_ms(options.retention.claims))?;
+            restore_live(
+                &conn,
+                &live,
+                newest_ms - duration_ms(options.retention.claims),
+            )?;
         }
         let messages: i64 = conn
             .query_row("SELECT count(*) FROM inbox", [], |row| row.get(0))
@@ -281,9 +301,14 @@ impl SqliteStore {
         response.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues a row update; it is written with the next commit and never answered.
+    /// Buffers a row update for the writer, without waking it: it is written with the next
+    /// commit (see `writer`) and never answered.
     fn update(&self, update: RowUpdate) -> Result<(), StoreError> {
-        self.send(Op::Update(update))
+        if self.ops.is_none() {
+            return Err(StoreError::Closed);
+        }
+        lock(&self.shared.updates).push(update);
+        Ok(())
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -294,6 +319,15 @@ impl SqliteStore {
     /// Waits until every write queued before it is committed.
     async fn barrier(&self) -> Result<(), StoreError> {
         self.write(|respond| Op::Barrier { respond }).await
+    }
+
+    /// Waits for the row updates queued so far: they are written behind the live state,
+    /// and a read must show every write acknowledged before it. When writes fail, the read
+    /// still shows what is durable.
+    async fn settle_writes(&self) {
+        if let Err(error) = self.barrier().await {
+            tracing::debug!(%error, "reading the inbox while writes fail");
+        }
     }
 
     /// Runs one read on the read connection, off the async workers.
@@ -417,13 +451,11 @@ impl Claims for SqliteStore {
 impl Deferrals for SqliteStore {
     async fn defer_reply(&self, key: &StoreKey) -> Result<(), StoreError> {
         match self.live.defer(key)? {
-            Deferral::Deferred(record) | Deferral::WhenComplete(record) => {
-                self.update(RowUpdate {
-                    id: record.id,
-                    deferred: Some(true),
-                    ..RowUpdate::default()
-                })
-            }
+            Deferral::Deferred(record) | Deferral::WhenComplete(record) => self.update(RowUpdate {
+                id: record.id,
+                deferred: Some(true),
+                ..RowUpdate::default()
+            }),
             Deferral::NothingToDefer => Ok(()),
         }
     }
@@ -447,15 +479,18 @@ impl Deferrals for SqliteStore {
 
 #[async_trait]
 impl Inbox for SqliteStore {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-        // Row updates are written behind the live state; wait for those queued so far, so
-        // that the listing shows every write acknowledged before it. When writes fail the
-        // listing still shows what is durable.
-        if let Err(error) = self.barrier().await {
-            tracing::debug!(%error, "listing the inbox while writes fail");
-        }
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+        self.settle_writes().await;
         let query = query.clone();
         self.read(move |conn| list_entries(conn, &query)).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        let Some(key) = key_text(account, dedup_key) else {
+            return Ok(None);
+        };
+        self.settle_writes().await;
+        self.read(move |conn| get_entry(conn, &key)).await
     }
 }
 
@@ -514,7 +549,7 @@ impl Outbox for SqliteStore {
         let (state, reason) = state.columns();
         let reason = reason.map(str::to_owned);
         // The time a delivery finished is for reading only; pruning follows its creation.
-        let finished_at_ms = crate::clock::WallClock::now_ms(&crate::clock::SystemClock);
+        let finished_at_ms = SystemClock.now_ms();
         self.write(|respond| Op::Finish {
             account,
             dedup,
@@ -594,11 +629,8 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // Ready means the writer can commit and the reader can read the file.
         self.barrier().await?;
-        self.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -645,9 +677,16 @@ impl fmt::Debug for SqliteReader {
 
 #[async_trait]
 impl Inbox for SqliteReader {
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn page(&self, query: &InboxQuery) -> Result<InboxPage, StoreError> {
         let query = query.clone();
         read_on(&self.conn, move |conn| list_entries(conn, &query)).await
+    }
+
+    async fn get(&self, account: &str, dedup_key: &str) -> Result<Option<InboxEntry>, StoreError> {
+        let Some(key) = key_text(account, dedup_key) else {
+            return Ok(None);
+        };
+        read_on(&self.conn, move |conn| get_entry(conn, &key)).await
     }
 }
 
@@ -671,6 +710,16 @@ impl KeyText {
     fn params(&self) -> [&dyn rusqlite::ToSql; 4] {
         [&self.order, &self.hash, &self.account, &self.dedup]
     }
+}
+
+/// The key columns of a message named by its account and dedup key text; `None` for a
+/// text that is no dedup key (then nothing was stored under it).
+fn key_text(account: &str, dedup_key: &str) -> Option<KeyText> {
+    let dedup = dedup_key.parse::<DedupKey>().ok()?;
+    Some(KeyText::new(&StoreKey {
+        account: account.to_owned(),
+        dedup,
+    }))
 }
 
 /// Takes the exclusive lock that makes this process the file's only writer.
@@ -706,14 +755,7 @@ fn restore_live(conn: &Connection, live: &Live, oldest_ms: i64) -> Result<(), St
     let mut statement = conn.prepare(SQL_LIVE_ROWS).map_err(backend)?;
     let mut rows = statement.query([oldest_ms]).map_err(backend)?;
     while let Some(row) = rows.next().map_err(backend)? {
-        let record = RecordId {
-            id: row.get(0).map_err(backend)?,
-            received_at_ms: row.get(3).map_err(backend)?,
-        };
-        let key = StoreKey {
-            account: row.get(1).map_err(backend)?,
-            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
-        };
+        let (record, key) = record_and_key(row)?;
         let attempts: i64 = row.get(4).map_err(backend)?;
         let completion = row
             .get::<_, Option<String>>(5)
@@ -731,20 +773,27 @@ fn restore_live(conn: &Connection, live: &Live, oldest_ms: i64) -> Result<(), St
     let mut statement = conn.prepare(SQL_DEFERRED_ROWS).map_err(backend)?;
     let mut rows = statement.query([]).map_err(backend)?;
     while let Some(row) = rows.next().map_err(backend)? {
-        let record = RecordId {
-            id: row.get(0).map_err(backend)?,
-            received_at_ms: row.get(3).map_err(backend)?,
-        };
-        let key = StoreKey {
-            account: row.get(1).map_err(backend)?,
-            dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
-        };
+        let (record, key) = record_and_key(row)?;
         let completion = decode_completion(&row.get::<_, String>(4).map_err(backend)?)?;
         if let Some(reply) = completion.reply {
             live.restore_deferred(&key, record, reply);
         }
     }
     Ok(())
+}
+
+/// The record and key of a row whose first columns are `id, account, dedup_key,
+/// received_at_ms` (both statements `restore_live` runs).
+fn record_and_key(row: &rusqlite::Row<'_>) -> Result<(RecordId, StoreKey), StoreError> {
+    let record = RecordId {
+        id: row.get(0).map_err(backend)?,
+        received_at_ms: row.get(3).map_err(backend)?,
+    };
+    let key = StoreKey {
+        account: row.get(1).map_err(backend)?,
+        dedup: parse_dedup(&row.get::<_, String>(2).map_err(backend)?)?,
+    };
+    Ok((record, key))
 }
 
 /// Starts the checkpointer: every [`CHECKPOINT_INTERVAL`] a passive checkpoint on its own
@@ -759,9 +808,7 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                if let Err(error) =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                {
+                if let Err(error) = checkpoint(&conn) {
                     tracing::warn!(%error, "sqlite checkpoint failed");
                 }
             }
@@ -770,6 +817,21 @@ fn spawn_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Store
             StoreError::Backend(format!("cannot start the sqlite checkpointer: {error}"))
         })?;
     Ok((stop, thread))
+}
+
+/// One round of the checkpointer. A passive checkpoint copies the WAL into the database
+/// file beside the writer, but under steady load the writer always appends new frames
+/// while it runs, so the WAL is never found fully copied and never rewound: it grew to
+/// hundreds of megabytes in a benchmark. So once it holds [`WAL_RESTART_FRAMES`], a
+/// `RESTART` checkpoint follows: it holds the writer back only while it copies the frames
+/// written during the passive pass and syncs, and makes the next commit rewind the WAL
+/// (which `journal_size_limit` then cuts back).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= WAL_RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// Runs one read on `conn`, off the async workers.
@@ -797,27 +859,133 @@ fn key_hash(account: &str, dedup: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// Reads the inbox entries `query` asks for, newest first.
-fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
-    let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
-    // One fixed statement per combination of filters, so that each can use its index.
-    let filter = match (&query.account, query.since_ms) {
-        (None, None) => "",
-        (Some(_), None) => " WHERE account = ?1",
-        (None, Some(_)) => " WHERE received_at_ms >= ?2",
-        (Some(_), Some(_)) => " WHERE account = ?1 AND received_at_ms >= ?2",
+/// The columns of [`LIST_COLUMNS`] followed by the row id, which pages use as the
+/// tie-breaking sequence of a cursor.
+const PAGE_COLUMNS: &str = "SELECT account, dedup_key, from_user_name, kind, inbound_json,
+    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, id
+    FROM inbox";
+
+/// Reads one page of the inbox entries `query` asks for, newest first.
+///
+/// The statement is assembled from fixed fragments, one per filter that is set, with the
+/// values always bound as parameters. Time filters and the cursor use the
+/// `(received_at_ms)` and `(account, received_at_ms)` indexes; the other filters are
+/// checked on the rows the scan visits, which is what a console listing needs.
+fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<InboxPage, StoreError> {
+    let limit = query.effective_limit();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |clause: &str, bound: Vec<rusqlite::types::Value>| {
+        // Each fragment names its parameters `?` in order; number them here.
+        let mut numbered = String::new();
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                values.push(bound[i - 1].clone());
+                numbered.push_str(&format!("?{}", values.len()));
+            }
+            numbered.push_str(part);
+        }
+        clauses.push(numbered);
     };
-    let sql = format!("{LIST_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?3");
+    use rusqlite::types::Value;
+    if let Some(account) = &query.account {
+        bind("account = ?", vec![Value::Text(account.clone())]);
+    }
+    if let Some(since_ms) = query.since_ms {
+        bind("received_at_ms >= ?", vec![Value::Integer(since_ms)]);
+    }
+    if let Some(until_ms) = query.until_ms {
+        bind("received_at_ms <= ?", vec![Value::Integer(until_ms)]);
+    }
+    if let Some(before) = query.before {
+        bind(
+            "(received_at_ms < ? OR (received_at_ms = ? AND id < ?))",
+            vec![
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.received_at_ms),
+                Value::Integer(before.seq),
+            ],
+        );
+    }
+    if let Some(kind) = &query.kind {
+        bind(
+            "(kind = ? OR substr(kind, 1, length(?) + 1) = ? || ':')",
+            vec![
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+                Value::Text(kind.clone()),
+            ],
+        );
+    }
+    match query.answer.as_deref() {
+        None => {}
+        Some("failed") => bind(
+            "json_extract(completion_json, '$.error') IS NOT NULL",
+            vec![],
+        ),
+        Some("pending") => bind("completion_json IS NULL", vec![]),
+        Some(answer) => bind("answer_kind = ?", vec![Value::Text(answer.to_owned())]),
+    }
+    if let Some(sender) = &query.sender {
+        bind("from_user_name = ?", vec![Value::Text(sender.clone())]);
+    }
+    if let Some(text) = &query.text {
+        bind(
+            "instr(inbound_json, ?) > 0",
+            vec![Value::Text(text.clone())],
+        );
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    // One row more than the page, to know whether another page follows.
+    values.push(Value::Integer(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    let sql = format!(
+        "{PAGE_COLUMNS}{filter} ORDER BY received_at_ms DESC, id DESC LIMIT ?{}",
+        values.len()
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
-    // Every variant mentions `?3`, so each takes all three parameters, used or not.
     let mut rows = statement
-        .query(params![query.account, query.since_ms, limit])
+        .query(rusqlite::params_from_iter(values))
         .map_err(backend)?;
     let mut entries = Vec::new();
+    let mut last = None;
     while let Some(row) = rows.next().map_err(backend)? {
-        entries.push(entry_from_row(row)?);
+        if entries.len() == limit {
+            return Ok(InboxPage {
+                entries,
+                next: last,
+            });
+        }
+        let entry = entry_from_row(row)?;
+        last = Some(InboxCursor {
+            received_at_ms: entry.received_at_ms,
+            seq: row.get(11).map_err(backend)?,
+        });
+        entries.push(entry);
     }
-    Ok(entries)
+    Ok(InboxPage {
+        entries,
+        next: None,
+    })
+}
+
+/// Reads the latest row of one key.
+fn get_entry(conn: &Connection, key: &KeyText) -> Result<Option<InboxEntry>, StoreError> {
+    let sql = format!(
+        "{LIST_COLUMNS} WHERE key_order = ?1 AND key_hash = ?2 AND account = ?3 AND dedup_key = ?4
+         ORDER BY id DESC LIMIT 1"
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = statement.query(key.params()).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => Ok(Some(entry_from_row(row)?)),
+        None => Ok(None),
+    }
 }
 
 /// Decodes one row of [`LIST_COLUMNS`].

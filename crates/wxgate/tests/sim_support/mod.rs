@@ -60,7 +60,9 @@ pub async fn gateway() -> Gateway {
         ));
     }
     let config = Config::from_toml(&text, &BTreeMap::new()).expect("valid config");
-    let store = wxgate::store::open(&config.store, now() * 1000).await.expect("memory store");
+    let store = wxgate::store::open(&config.store, now() * 1000)
+        .await
+        .expect("memory store");
     let bound = Bound::bind(
         GatewayBuilder::new(config.clone(), Arc::clone(&store)),
         config,

@@ -58,8 +58,7 @@ pub async fn deferred_replies_are_taken_oldest_first(open: Opener) {
     let older = message_key(ACCOUNT, "o-alice", 12);
     let newer = message_key(ACCOUNT, "o-alice", 13);
     // Claimed and deferred newest first, so that only the arrival time orders them.
-    for (key, received_at_ms, content) in [(&newer, T0 + 1_000, "newer"), (&older, T0, "older")]
-    {
+    for (key, received_at_ms, content) in [(&newer, T0 + 1_000, "newer"), (&older, T0, "older")] {
         claim(store, key, received_at_ms).await;
         store
             .complete(key, &replied(content))

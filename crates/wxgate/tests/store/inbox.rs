@@ -108,6 +108,7 @@ pub async fn list_filters_and_orders(open: Opener) {
             account: Some("a".to_owned()),
             since_ms: Some(T0 + 2_000),
             limit: 0,
+            ..InboxQuery::default()
         })
         .await,
         vec![a(3_000), a(2_000)]
@@ -175,7 +176,11 @@ pub async fn history_past_the_inbox_retention_is_pruned(open: Opener) {
     assert_eq!(store.prune(now, 2).await.expect("prune"), 1);
     assert_eq!(store.prune(now, 2).await.expect("prune"), 0);
     let listed = store.list(&InboxQuery::default()).await.expect("list");
-    assert_eq!(listed.len(), 1, "only the message inside the retention stays");
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the message inside the retention stays"
+    );
     assert_eq!(listed[0].received_at_ms, later);
     let stats = store.stats();
     assert_eq!(stats.messages, 1);

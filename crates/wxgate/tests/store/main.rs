@@ -21,6 +21,7 @@ mod claims;
 mod deferrals;
 mod inbox;
 mod outbox;
+mod queries;
 mod redis;
 mod retention;
 mod sqlite;
@@ -133,6 +134,9 @@ conformance! {
         list_filters_and_orders,
         stats_ping_and_flush,
         history_past_the_inbox_retention_is_pruned,
+    }
+    queries {
+        filters_paging_and_lookup,
     }
     outbox {
         a_delivery_is_owed_once_and_finished_once,

@@ -54,7 +54,11 @@ pub async fn a_delivery_is_owed_once_and_finished_once(open: Opener) {
 pub async fn deliveries_past_the_inbox_retention_are_pruned(open: Opener) {
     let harness = open(DEFAULT_RETENTION);
     let store = &*harness.store;
-    let inbox_ms = store.retention().inbox.expect("a history horizon").as_millis() as i64;
+    let inbox_ms = store
+        .retention()
+        .inbox
+        .expect("a history horizon")
+        .as_millis() as i64;
     let old = delivery(1, T0);
     let recent = delivery(2, T0 + inbox_ms + 10_000);
     assert!(store.enqueue(&old).await.expect("enqueue"));

@@ -3,9 +3,9 @@
 
 use super::fixtures::*;
 use super::*;
+use tokio_util::sync::CancellationToken;
 use wxgate::clock::{ManualClock, WallClock};
 use wxgate::store::housekeeping;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(start_paused = true)]
 async fn the_housekeeping_task_prunes_history_past_the_retention() {
@@ -36,8 +36,7 @@ async fn the_housekeeping_task_prunes_history_past_the_retention() {
     clock.advance_ms(1_000);
     // One more tick; the prune runs its batches without moving the paused clock, so it
     // has finished a millisecond later.
-    tokio::time::sleep(housekeeping::interval(store.retention()) + Duration::from_millis(1))
-        .await;
+    tokio::time::sleep(housekeeping::interval(store.retention()) + Duration::from_millis(1)).await;
     let stats = store.stats();
     assert_eq!(stats.messages, 1, "every expired message went, in batches");
     assert_eq!(stats.pruned, 1_200);

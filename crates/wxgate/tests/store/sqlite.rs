@@ -44,7 +44,11 @@ async fn claims_completions_answers_and_deferred_replies_survive_a_restart() {
     );
     let entries = store.list(&by_account(ACCOUNT)).await.expect("list");
     assert_eq!(entries.len(), 2);
-    assert_eq!(store.stats().messages, 2, "the counter starts from the file");
+    assert_eq!(
+        store.stats().messages,
+        2,
+        "the counter starts from the file"
+    );
     let answered_entry = entries
         .iter()
         .find(|entry| entry.dedup_key == answered.dedup.to_string())
@@ -133,10 +137,12 @@ async fn a_second_gateway_on_the_file_is_refused_and_a_reader_is_not() {
     claim(&first, &key, T0).await;
     first.flush().await.expect("flush");
 
-    let refused = SqliteStore::open(&path, SqliteOptions::default(), T0)
-        .expect_err("one gateway per file");
+    let refused =
+        SqliteStore::open(&path, SqliteOptions::default(), T0).expect_err("one gateway per file");
     assert!(
-        refused.to_string().contains("in use by another wxgate process"),
+        refused
+            .to_string()
+            .contains("in use by another wxgate process"),
         "{refused}"
     );
 

@@ -9,7 +9,10 @@
 //! - `P c:<suffix>` — the live claim: the id of the record it made (TTL: claims' retention);
 //! - `P r:<id>` — the record (a hash: the message, attempts, completion, answer, deferral,
 //!   owner), kept for the inbox retention (TTL as a backstop to pruning);
-//! - `P inbox`, `P inbox:<account>` — record ids by arrival time, for listing and pruning;
+//! - `P inbox`, `P inbox:<account>` — record ids by arrival time, for listing and pruning
+//!   (members are the ids zero-padded to 20 digits, so that records of one millisecond
+//!   sort by id, newest claim last); `P k:<suffix>` — the latest record of a key, for
+//!   looking one message up after its claim expired;
 //! - `P claims` — live claims by first arrival, for the live count and their expiry;
 //! - `P running:<owner>` — the records an instance runs a handler for; `P owners` — every
 //!   instance that has claimed; `P lease:<owner>` — an instance's heartbeat (TTL);
@@ -56,8 +59,12 @@ redis.call('HSET', rk, 'account', ARGV[7], 'dedup', ARGV[8], 'from', ARGV[9],
   'kind', ARGV[10], 'json', ARGV[11], 'at', ARGV[3], 'n', '1', 'owner', ARGV[6])
 if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', rk, ARGV[5]) end
 redis.call('SET', ck, id, 'PX', claims_ms + 60000)
-redis.call('ZADD', p .. 'inbox', ARGV[3], id)
-redis.call('ZADD', p .. 'inbox:' .. ARGV[7], ARGV[3], id)
+local kk = p .. 'k:' .. suffix
+redis.call('SET', kk, id)
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', kk, ARGV[5]) end
+local member = string.format('%020d', tonumber(id))
+redis.call('ZADD', p .. 'inbox', ARGV[3], member)
+redis.call('ZADD', p .. 'inbox:' .. ARGV[7], ARGV[3], member)
 redis.call('ZADD', p .. 'claims', ARGV[3], suffix)
 redis.call('SADD', p .. 'running:' .. ARGV[6], id)
 redis.call('PEXPIRE', p .. 'running:' .. ARGV[6], claims_ms + 60000)
@@ -188,16 +195,19 @@ end
 local removed = 0
 if ARGV[3] ~= '' then
   local ids = redis.call('ZRANGEBYSCORE', p .. 'inbox', '-inf', '(' .. ARGV[3], 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
+  for _, member in ipairs(ids) do
+    local id = tostring(tonumber(member))
     local rk = p .. 'r:' .. id
-    local f = redis.call('HMGET', rk, 'account', 'from', 'owner')
+    local f = redis.call('HMGET', rk, 'account', 'from', 'owner', 'dedup')
     if f[1] then
-      redis.call('ZREM', p .. 'inbox:' .. f[1], id)
+      redis.call('ZREM', p .. 'inbox:' .. f[1], member)
       redis.call('ZREM', p .. 'd:' .. f[1] .. '|' .. f[2], id)
+      local kk = p .. 'k:' .. f[1] .. '|' .. f[4]
+      if redis.call('GET', kk) == id then redis.call('DEL', kk) end
     end
     if f[3] then redis.call('SREM', p .. 'running:' .. f[3], id) end
     redis.call('DEL', rk)
-    redis.call('ZREM', p .. 'inbox', id)
+    redis.call('ZREM', p .. 'inbox', member)
     removed = removed + 1
   end
   local deliveries = redis.call('ZRANGEBYSCORE', p .. 'outbox', '-inf', '(' .. ARGV[3], 'LIMIT', 0, batch)

@@ -5,9 +5,13 @@
 //! `BEGIN IMMEDIATE` transaction, commits, and only then answers each caller through its
 //! oneshot channel, so that nothing is reported done before it is durable.
 //!
-//! Row updates (attempts, completions, answers, deferral flags) are not answered: they are
-//! merged per row into `unwritten` and written at the end of each transaction, one
-//! statement per row however many changes it had. A batch that fails keeps them in
+//! Row updates (attempts, completions, answers, deferral flags) do not go through the
+//! channel and are not answered: the store leaves them in a shared buffer without waking
+//! the thread, and each batch takes them, merges them per row into `unwritten` and writes
+//! them at the end of its transaction, one statement per row however many changes it had.
+//! So under load they ride along with the inserts' commits, and an idle store writes them
+//! within [`FLUSH_INTERVAL`]; measured, waking the writer for every update cost a context
+//! switch and a transaction each. A batch that fails keeps them in
 //! `unwritten`, and they are written with the next batch, or on the next retry tick when
 //! nothing else comes; meanwhile the store reports itself degraded. So a completion that
 //! cannot be written (a full disk) is never dropped, and its retries in this process are
@@ -39,8 +43,9 @@ use super::{KeyText, Shared};
 use crate::store::live::{Live, RecordId};
 use crate::store::{AnswerKind, StoreError, StoreKey};
 
-/// How often unwritten row updates are retried when no other write comes to carry them.
-pub(super) const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often buffered or unwritten row updates are written when no other write comes to
+/// carry them.
+pub(super) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Answers one caller once its write is committed (or failed).
 pub(super) type Responder<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -52,8 +57,6 @@ pub(super) enum Op {
         row: InsertRow,
         respond: Responder<()>,
     },
-    /// Changes to an existing row; merged, written with the next commit, never answered.
-    Update(RowUpdate),
     /// Answers once everything queued before it is committed.
     Barrier { respond: Responder<()> },
     /// A pending push delivery; answers whether it was new.
@@ -82,10 +85,7 @@ pub(super) enum Op {
     },
     /// Sets SQLite's `max_page_count`, the largest the file may grow (tests use it to fill
     /// the "disk" for real and then make room again).
-    MaxPages {
-        pages: u64,
-        respond: Responder<()>,
-    },
+    MaxPages { pages: u64, respond: Responder<()> },
 }
 
 /// The row a first claim inserts.
@@ -178,7 +178,7 @@ impl Writer {
         let mut batch: Vec<Op> = Vec::with_capacity(self.max_batch);
         let mut answers: Vec<Answer> = Vec::with_capacity(self.max_batch);
         loop {
-            match queue.recv_timeout(RETRY_INTERVAL) {
+            match queue.recv_timeout(FLUSH_INTERVAL) {
                 Ok(op) => batch.push(op),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -197,6 +197,9 @@ impl Writer {
     /// Runs `batch` and every unwritten update in one transaction, then answers every
     /// caller: with its result if the commit succeeded, with the failure otherwise.
     fn run_batch(&mut self, batch: &mut Vec<Op>, answers: &mut Vec<Answer>) {
+        for update in self.shared.take_updates() {
+            self.merge(update);
+        }
         if batch.is_empty() && self.unwritten.is_empty() {
             return;
         }
@@ -222,10 +225,9 @@ impl Writer {
                 for op in pending {
                     self.fail(op, &reason);
                 }
-                self.shared
-                    .set_degraded((!self.unwritten.is_empty()).then(|| {
-                        (self.unwritten.len(), reason.clone())
-                    }));
+                self.shared.set_degraded(
+                    (!self.unwritten.is_empty()).then(|| (self.unwritten.len(), reason.clone())),
+                );
                 for answer in answers.drain(..) {
                     self.refuse(answer, &reason);
                 }
@@ -280,7 +282,6 @@ impl Writer {
                     row.record.received_at_ms,
                 ])?;
             }
-            Op::Update(update) => self.merge(update),
             Op::Barrier { respond } => answers.push(Answer::Unit(respond)),
             Op::Enqueue {
                 account,
@@ -289,12 +290,12 @@ impl Writer {
                 created_at_ms,
                 respond,
             } => {
-                let inserted = self
-                    .conn
-                    .prepare_cached(SQL_OUTBOX_ENQUEUE)
-                    .and_then(|mut statement| {
-                        statement.execute(params![account, dedup, to_user, created_at_ms])
-                    });
+                let inserted =
+                    self.conn
+                        .prepare_cached(SQL_OUTBOX_ENQUEUE)
+                        .and_then(|mut statement| {
+                            statement.execute(params![account, dedup, to_user, created_at_ms])
+                        });
                 answers.push(Answer::Enqueued(respond, inserted == Ok(1)));
                 inserted?;
             }
@@ -307,13 +308,9 @@ impl Writer {
                 respond,
             } => {
                 answers.push(Answer::Unit(respond));
-                self.conn.prepare_cached(SQL_OUTBOX_FINISH)?.execute(params![
-                    account,
-                    dedup,
-                    state,
-                    reason,
-                    finished_at_ms
-                ])?;
+                self.conn
+                    .prepare_cached(SQL_OUTBOX_FINISH)?
+                    .execute(params![account, dedup, state, reason, finished_at_ms])?;
             }
             Op::Prune {
                 before_ms,
@@ -396,12 +393,11 @@ impl Writer {
     }
 
     /// Answers a write that was never run, because its batch failed before reaching it.
-    /// An update is kept for the next batch; a first claim is abandoned.
+    /// A first claim is abandoned.
     fn fail(&mut self, op: Op, reason: &str) {
         let error = || StoreError::Backend(reason.to_owned());
         // A caller that stopped waiting (its request was cancelled) needs no answer.
         match op {
-            Op::Update(update) => self.merge(update),
             Op::Insert { row, respond } => {
                 self.live.abandon(&row.key, row.record);
                 drop(respond.send(Err(error())));
@@ -417,6 +413,9 @@ impl Writer {
     /// As the store closes: writes what is unwritten, then settles the claims still running
     /// (their tasks can no longer report).
     fn shut_down(mut self) {
+        for update in self.shared.take_updates() {
+            self.merge(update);
+        }
         let interrupted_json = mem::take(&mut self.interrupted_json);
         let settled = self.in_transaction(|writer| {
             writer.write_updates()?;
