@@ -1045,9 +1045,9 @@ mod tests {
             let config =
                 Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new()).unwrap();
             match config.store {
-                StoreConfig::Sqlite { retention, .. } | StoreConfig::Memory { retention } => {
-                    retention
-                }
+                StoreConfig::Sqlite { retention, .. }
+                | StoreConfig::Memory { retention }
+                | StoreConfig::Redis { retention, .. } => retention,
             }
         };
         assert_eq!(
