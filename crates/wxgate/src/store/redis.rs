@@ -254,14 +254,25 @@ impl fmt::Debug for RedisStore {
 async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(inner.lease_ttl / 5);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last heartbeat failed: a failure is logged once, not every tick.
+    let mut failing = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(error) = inner.heartbeat().await {
-            tracing::warn!(%error, "redis heartbeat failed");
-            continue;
+        match inner.heartbeat().await {
+            Err(error) if !failing => {
+                tracing::warn!(%error, "redis heartbeat failed; retrying every tick");
+                failing = true;
+                continue;
+            }
+            Err(_) => continue,
+            Ok(()) if failing => {
+                tracing::info!("redis heartbeat restored");
+                failing = false;
+            }
+            Ok(()) => {}
         }
         inner.write_unwritten().await;
         if inner.steady() {
