@@ -12,7 +12,8 @@
 //!   taking a deferred reply, taking over orphaned deliveries, pruning.
 //! - **Completions wake waiters on every instance**: the completing script publishes the
 //!   key on the prefix's `done` channel and each store's listener wakes its waiters (see
-//!   `wake` for why no wake-up is lost). Nothing polls.
+//!   `wake` for why no wake-up is lost). Nothing polls. Every instance receives every
+//!   notice (a few dozen bytes per completed message), which is small next to the request.
 //! - **Owner leases**: each store has a random instance id and refreshes
 //!   `lease:<id>` five times per [`LEASE_TTL`], with that TTL. A first claim is
 //!   recorded as running on its owner. An instance whose lease lapsed is dead: any live
