@@ -44,6 +44,9 @@ eval "$("$WXGATE" keygen | sed 's/ = /=/')"
   if [ "$STORE" = sqlite ]; then echo "path = \"$WORK/soak.db\""; fi
   echo 'retention_secs = 60'
   echo 'inbox_retention_secs = 60'
+  # One log line per message would fill the log; the URL line at start is what is needed.
+  echo '[log]'
+  echo 'access = false'
   cat <<EOF
 [[accounts]]
 name = "soak"
@@ -56,7 +59,7 @@ echo = true
 EOF
 } >"$WORK/wxgate.toml"
 
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" WXGATE_LOG=warn "$WXGATE" serve --config "$WORK/wxgate.toml" \
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" WXGATE_LOG=info "$WXGATE" serve --config "$WORK/wxgate.toml" \
   >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 PIDS+=("$SERVER")
@@ -70,7 +73,7 @@ done
 BASE=${URL%/wx/soak}
 
 "$WXGATE" sim load --url "$URL" --token "$token" --app-id "$APP_ID" --aes-key "$encoding_aes_key" \
-  --connections "$CONNECTIONS" --duration "$DURATION" --warmup 0 --messages 3000000 --json \
+  --connections "$CONNECTIONS" --duration "$DURATION" --warmup 0 --messages 1500000 --json \
   >"$WORK/load.json" 2>"$WORK/load.err" &
 LOAD=$!
 PIDS+=("$LOAD")

@@ -142,6 +142,16 @@ pub fn describe_store(store: &StoreConfig) -> String {
             retention.claims.as_secs(),
             describe_history(retention)
         ),
+        StoreConfig::Redis {
+            url,
+            key_prefix,
+            retention,
+        } => format!(
+            "redis {} prefix {key_prefix:?} (claims {} s, {})",
+            url.masked(),
+            retention.claims.as_secs(),
+            describe_history(retention)
+        ),
     }
 }
 

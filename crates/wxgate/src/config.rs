@@ -15,6 +15,7 @@ use serde::Deserialize;
 use wechat_proto::inbound::MSG_TYPES;
 use wechat_proto::{AesKey, AppId, Reply, Token};
 
+use crate::store::redis::{RedisUrl, DEFAULT_KEY_PREFIX};
 use crate::store::{Retention, DEFAULT_INBOX_RETENTION, DEFAULT_RETENTION};
 
 /// The default per-attempt budget: WeChat waits 5 s; 1 s is left for the network.
@@ -139,6 +140,15 @@ pub enum StoreConfig {
         /// `synchronous = FULL` (survives power loss) instead of `NORMAL` (survives a
         /// process crash).
         synchronous_full: bool,
+    },
+    /// A Redis server shared by several gateway instances.
+    Redis {
+        /// The server (`redis://` or `rediss://`; its password never reaches the logs).
+        url: RedisUrl,
+        /// Put before every key, so that several gateways share one server.
+        key_prefix: String,
+        /// How long claims stay live and history is kept.
+        retention: Retention,
     },
 }
 
@@ -349,6 +359,8 @@ struct RawStore {
     retention_secs: Option<u64>,
     inbox_retention_secs: Option<u64>,
     synchronous: Option<String>,
+    url: Option<String>,
+    key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,7 +532,7 @@ echo = true
 }
 
 /// Applies the `WXGATE_*` overrides: `WXGATE_LISTEN`, `WXGATE_STORE_PATH`,
-/// `WXGATE_STORE_BACKEND`, `WXGATE_LOG_FORMAT`, and per account (name upper-cased, `-`
+/// `WXGATE_STORE_BACKEND`, `WXGATE_STORE_URL`, `WXGATE_LOG_FORMAT`, and per account (name upper-cased, `-`
 /// as `_`) `WXGATE_ACCOUNT_<NAME>_TOKEN`, `…_ENCODING_AES_KEY`,
 /// `…_PREVIOUS_ENCODING_AES_KEY`, `…_APP_ID`, `…_APP_SECRET`, `…_FORWARD_SECRET` — so
 /// secrets need not sit in the file.
@@ -533,6 +545,9 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
     }
     if let Some(backend) = env.get("WXGATE_STORE_BACKEND") {
         raw.store.backend = Some(backend.clone());
+    }
+    if let Some(url) = env.get("WXGATE_STORE_URL") {
+        raw.store.url = Some(url.clone());
     }
     if let Some(format) = env.get("WXGATE_LOG_FORMAT") {
         raw.log_format = Some(format.clone());
@@ -566,6 +581,7 @@ fn apply_env(raw: &mut RawConfig, env: &BTreeMap<String, String>) -> Result<(), 
             "WXGATE_LISTEN",
             "WXGATE_STORE_PATH",
             "WXGATE_STORE_BACKEND",
+            "WXGATE_STORE_URL",
             "WXGATE_LOG_FORMAT",
             "WXGATE_CONFIG",
             "WXGATE_LOG",
@@ -723,13 +739,30 @@ fn validate_store(raw: &RawStore) -> Result<StoreConfig, ConfigError> {
                 synchronous_full,
             })
         }
-        "redis" => Err(ConfigError::new(
-            "store.backend",
-            "the redis backend is not available in this version; use sqlite or memory",
-        )),
+        "redis" => {
+            let text = raw.url.as_deref().unwrap_or("redis://127.0.0.1:6379/0");
+            // The error never repeats the URL: it may hold a password.
+            let url =
+                RedisUrl::parse(text).map_err(|reason| ConfigError::new("store.url", reason))?;
+            let key_prefix = raw
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+            if key_prefix.is_empty() || key_prefix.len() > 64 {
+                return Err(ConfigError::new(
+                    "store.key_prefix",
+                    "must be 1-64 characters",
+                ));
+            }
+            Ok(StoreConfig::Redis {
+                url,
+                key_prefix,
+                retention,
+            })
+        }
         other => Err(ConfigError::new(
             "store.backend",
-            format!("{other:?} is not memory or sqlite"),
+            format!("{other:?} is not memory, sqlite or redis"),
         )),
     }
 }
@@ -1143,9 +1176,9 @@ mod tests {
             let config =
                 Config::from_toml(&format!("{store}\n{}", account("")), &BTreeMap::new()).unwrap();
             match config.store {
-                StoreConfig::Sqlite { retention, .. } | StoreConfig::Memory { retention } => {
-                    retention
-                }
+                StoreConfig::Sqlite { retention, .. }
+                | StoreConfig::Memory { retention }
+                | StoreConfig::Redis { retention, .. } => retention,
             }
         };
         assert_eq!(

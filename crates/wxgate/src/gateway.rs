@@ -175,6 +175,7 @@ impl GatewayBuilder {
         let tasks = TaskTracker::new();
         let pusher = self.pusher(&http, &tasks);
         if let (Some(pusher), Ok(runtime)) = (&pusher, tokio::runtime::Handle::try_current()) {
+            pusher.keep_resuming_on(&runtime, crate::push::RESUME_INTERVAL);
             let pusher = Arc::clone(pusher);
             tasks.spawn_on(
                 async move {

@@ -130,7 +130,19 @@ pub async fn handle_post(
         .await
         .map_err(|e| GatewayError::Unavailable(format!("the admission task failed: {e}")))?
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-    let (reply, kind) = decide(gateway, account, &key, &inbound, &claimed, source, started).await?;
+    // The handler's time, when this attempt saw its completion (for the log line).
+    let mut handler_ms = None;
+    let (reply, kind) = decide(
+        gateway,
+        account,
+        &key,
+        &inbound,
+        &claimed,
+        source,
+        started,
+        &mut handler_ms,
+    )
+    .await?;
     gateway
         .metrics
         .answers
@@ -153,10 +165,10 @@ pub async fn handle_post(
         Answered::Success => Answer::Success,
         Answered::Empty => Answer::Empty,
     };
-    let (claim, handler_ms) = match &claimed.claim {
-        Claim::First => ("first", None),
-        Claim::InFlight => ("in_flight", None),
-        Claim::Done(completion) => ("done", Some(completion.handler_ms)),
+    let claim = match &claimed.claim {
+        Claim::First => "first",
+        Claim::InFlight => "in_flight",
+        Claim::Done(_) => "done",
     };
     Ok(Outcome {
         answer,
@@ -250,12 +262,14 @@ async fn decide(
     claimed: &Claimed,
     mut source: Source,
     started: Instant,
+    handler_ms: &mut Option<u64>,
 ) -> Result<(Answered, AnswerKind), GatewayError> {
     let deadline = started + account.config.budget;
     match &claimed.claim {
         Claim::First => {}
         Claim::InFlight => count_coalesced(gateway, account),
         Claim::Done(completion) => {
+            *handler_ms = Some(completion.handler_ms);
             count_coalesced(gateway, account);
             if delivery_owed(gateway, account, key).await {
                 return Ok((Answered::Success, AnswerKind::Acked));
@@ -264,6 +278,7 @@ async fn decide(
         }
     }
     if let Some(completion) = source.until(gateway, key, deadline).await? {
+        *handler_ms = Some(completion.handler_ms);
         if claimed.claim != Claim::First && delivery_owed(gateway, account, key).await {
             return Ok((Answered::Success, AnswerKind::Acked));
         }

@@ -189,6 +189,7 @@ async fn logs_carry_one_line_per_message_and_never_a_secret_or_an_openid() {
         "claim=\"first\"",
         "answer=\"",
         "ms=",
+        "handler_ms=",
         "remote=",
     ] {
         assert!(first.contains(field), "{field} missing in {first}");

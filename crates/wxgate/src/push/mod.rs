@@ -6,7 +6,9 @@
 //! [`CustomerServiceClient`], retries transient failures with backoff, and records the
 //! outcome: sent, nothing to send, or given up with a reason (WeChat's final errors such
 //! as 45015 out of the 48-hour window, 45047 quota, 43004 unsubscribed; a reply type the
-//! API cannot carry). On start, pending deliveries are resumed.
+//! API cannot carry). On start, pending deliveries are resumed, and again every
+//! [`RESUME_INTERVAL`], so that with a shared store the deliveries of a dead instance are
+//! finished by a live one.
 //!
 //! At most one worker runs per delivery in a process (a set of active keys), and a
 //! delivery is marked sent right after WeChat accepted it.
@@ -38,6 +40,10 @@ pub const FINAL_ERRCODES: [i64; 12] = [
 
 /// The error codes meaning the access token was rejected: refresh it and try again.
 pub const TOKEN_ERRCODES: [i64; 3] = [40001, 42001, 40014];
+
+/// How often a gateway looks again for pending deliveries nobody works on: those of an
+/// instance that died while sharing the store (see [`Pusher::keep_resuming_on`]).
+pub const RESUME_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How many sends a delivery gets before it is given up on.
 pub const MAX_SEND_TRIES: u32 = 8;
@@ -196,9 +202,12 @@ impl Pusher {
     /// Starts a worker for every pending delivery (on start). Returns how many.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
         let pending = self.store.pending().await?;
-        let count = pending.len();
+        let mut count = 0;
         for delivery in pending {
-            self.spawn(delivery);
+            // Deliveries with a worker here already are not counted (nor started again).
+            if self.spawn(delivery) {
+                count += 1;
+            }
         }
         if count > 0 {
             tracing::info!(count, "resuming pending push deliveries");
@@ -206,19 +215,44 @@ impl Pusher {
         Ok(count)
     }
 
+    /// Resumes pending deliveries every `every`, until the pusher is cancelled
+    /// or dropped. With a store shared by several instances, the outbox hands out the
+    /// deliveries of an instance whose lease lapsed, so another instance finishes them;
+    /// deliveries already worked on here are skipped. The loop is not tracked by the
+    /// gateway's task tracker, so that shutdown does not wait for it.
+    pub fn keep_resuming_on(self: &Arc<Self>, runtime: &tokio::runtime::Handle, every: Duration) {
+        let pusher = Arc::downgrade(self);
+        let cancel = self.cancel.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let Some(strong) = pusher.upgrade() else {
+                    return;
+                };
+                if let Err(e) = strong.resume().await {
+                    tracing::warn!(error = %e, "could not look for pending push deliveries");
+                }
+            }
+        });
+    }
+
     /// Stops the workers; their deliveries stay pending for the next start.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
 
-    fn spawn(self: &Arc<Self>, delivery: Delivery) {
+    /// Starts a worker for `delivery` unless one runs; whether it started one.
+    fn spawn(self: &Arc<Self>, delivery: Delivery) -> bool {
         let fresh = self
             .active
             .lock()
             .map(|mut active| active.insert(delivery.key.clone()))
             .unwrap_or(false);
         if !fresh {
-            return;
+            return false;
         }
         let pusher = Arc::clone(self);
         self.tasks.spawn(async move {
@@ -228,6 +262,7 @@ impl Pusher {
                 active.remove(&key);
             }
         });
+        true
     }
 
     /// One delivery, to its end, or until cancelled while waiting (never between a send

@@ -86,6 +86,47 @@ pub struct AccountArgs {
     pub aes_key: Option<String>,
 }
 
+/// The webhooks of a storm: one URL, or several instances of one gateway (as behind a
+/// load balancer), and the account as WeChat knows it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// The webhook URL. Repeat it for several instances: each message's attempts go to
+    /// them in turn (the first attempt of message n to the n-th URL, its retry to the
+    /// next), as a load balancer may send WeChat's retries.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// The account's Token.
+    #[arg(long)]
+    pub token: String,
+    /// The encryption mode [default: safe with --aes-key, otherwise plaintext].
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// The AppID, written into every ciphertext (compatible and safe modes).
+    #[arg(long)]
+    pub app_id: Option<String>,
+    /// The EncodingAESKey, 43 characters (compatible and safe modes).
+    #[arg(long)]
+    pub aes_key: Option<String>,
+}
+
+impl FleetArgs {
+    /// WeChat's side of the account, once every URL is checked.
+    pub fn side(&self) -> Result<WeChatSide, SimError> {
+        let mut side = None;
+        for url in &self.urls {
+            let account = AccountArgs {
+                url: url.clone(),
+                token: self.token.clone(),
+                mode: self.mode,
+                app_id: self.app_id.clone(),
+                aes_key: self.aes_key.clone(),
+            };
+            side = Some(account.side()?);
+        }
+        side.ok_or_else(|| SimError::Usage("give at least one --url".to_owned()))
+    }
+}
+
 /// WeChat's retry timing.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetryArgs {
@@ -151,7 +192,7 @@ pub struct SendArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StormArgs {
     #[command(flatten)]
-    pub account: AccountArgs,
+    pub account: FleetArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
     /// How many distinct messages (every kind and common event in turn).
@@ -539,9 +580,9 @@ fn run_storm(args: &StormArgs, out: &mut dyn Write) -> Result<bool, SimError> {
         &mut rng,
     );
     let transport = Transport::new()?;
-    let report: StormReport = runtime(1)?.block_on(super::storm::run(
+    let report: StormReport = runtime(1)?.block_on(super::storm::run_fleet(
         &transport,
-        &args.account.url,
+        &args.account.urls,
         &side,
         jobs,
         &options,

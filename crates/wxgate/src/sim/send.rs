@@ -164,11 +164,31 @@ impl Transport {
         sender: &str,
         policy: &RetryPolicy,
     ) -> Delivery {
+        self.deliver_round_robin(&[url], 0, side, request, sender, policy)
+            .await
+    }
+
+    /// Like [`Transport::deliver`], with attempt `k` (from 0) sent to
+    /// `urls[(start + k) % urls.len()]`: several instances behind one account, each retry
+    /// landing on the next one as a load balancer may send it.
+    pub async fn deliver_round_robin(
+        &self,
+        urls: &[&str],
+        start: usize,
+        side: &WeChatSide,
+        request: &SignedRequest,
+        sender: &str,
+        policy: &RetryPolicy,
+    ) -> Delivery {
         let first = Instant::now();
         let mut attempts = Vec::new();
         let total = policy.retries.saturating_add(1);
         for number in 1..=total {
             let sent = Instant::now();
+            let url = urls
+                .get((start + number as usize - 1) % urls.len().max(1))
+                .copied()
+                .unwrap_or_default();
             let result = match self
                 .attempt(reqwest::Method::POST, url, request, policy.timeout)
                 .await

@@ -200,6 +200,22 @@ pub async fn run(
     jobs: Vec<StormJob>,
     options: &StormOptions,
 ) -> StormReport {
+    run_fleet(transport, &[url.to_owned()], side, jobs, options).await
+}
+
+/// Runs the plan against several instances of one gateway and reports: the attempts of
+/// the delivery in plan position `i` go to `urls[i]`, `urls[i + 1]`, … (round-robin), so
+/// that with more than one URL every retry reaches another instance than the attempt
+/// before it.
+pub async fn run_fleet(
+    transport: &Transport,
+    urls: &[String],
+    side: &WeChatSide,
+    jobs: Vec<StormJob>,
+    options: &StormOptions,
+) -> StormReport {
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let urls = &urls;
     let started = Instant::now();
     let policy = options.policy;
     let deliveries: Vec<(usize, StormJob, Delivery, Duration)> =
@@ -207,7 +223,7 @@ pub async fn run(
             .map(|(order, job)| async move {
                 let sent = Instant::now();
                 let delivery = transport
-                    .deliver(url, side, &job.request, &job.sender, &policy)
+                    .deliver_round_robin(urls, order, side, &job.request, &job.sender, &policy)
                     .await;
                 (order, job, delivery, sent.elapsed())
             })
@@ -217,7 +233,7 @@ pub async fn run(
     let elapsed = started.elapsed();
     let mut deliveries = deliveries;
     deliveries.sort_by_key(|(order, ..)| *order);
-    summarize(url, side, options, &deliveries, elapsed)
+    summarize(&urls.join(" "), side, options, &deliveries, elapsed)
 }
 
 fn summarize(

@@ -13,6 +13,9 @@
 //!
 //! [`Store`] joins them with what every backend shares: health, pruning and flushing.
 //!
+//! Backends: [`memory`] (one process, tests), [`sqlite`] (the default: one process, one
+//! file) and [`redis`] (several instances behind a load balancer share everything).
+//!
 //! Two horizons bound what a backend holds ([`Retention`]): claims stay live for
 //! `retention` (WeChat retries within about 20 s; ten minutes leaves room), and history
 //! (inbox rows, replies, deliveries) is pruned after `inbox_retention` by [`housekeeping`].
@@ -31,6 +34,7 @@
 pub mod housekeeping;
 pub(crate) mod live;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::fmt;
@@ -548,6 +552,19 @@ pub async fn open(config: &StoreConfig, now_ms: i64) -> Result<Arc<dyn Store>, S
             .map_err(|e| StoreError::Backend(e.to_string()))??;
             Arc::new(store)
         }
+        StoreConfig::Redis {
+            url,
+            key_prefix,
+            retention,
+        } => Arc::new(
+            self::redis::RedisStore::open(self::redis::RedisOptions {
+                url: url.clone(),
+                key_prefix: key_prefix.clone(),
+                retention: *retention,
+                lease_ttl: self::redis::LEASE_TTL,
+            })
+            .await?,
+        ),
     })
 }
 
@@ -568,5 +585,10 @@ pub async fn open_read_only(config: &StoreConfig) -> Result<Arc<dyn Inbox>, Stor
                 .map_err(|e| StoreError::Backend(e.to_string()))??;
             Ok(Arc::new(reader))
         }
+        StoreConfig::Redis {
+            url, key_prefix, ..
+        } => Ok(Arc::new(
+            self::redis::RedisReader::open(url, key_prefix).await?,
+        )),
     }
 }

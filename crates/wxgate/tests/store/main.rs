@@ -6,15 +6,23 @@
 //! only make sense for one backend (SQLite restarts, its lock, a full disk) are in
 //! `sqlite`; `retention` drives the housekeeping task on a paused clock.
 //!
-//! Every test runs on tokio's paused clock, the SQLite ones included: their writer is a
-//! real thread, and no suite test awaits a write while a timer of its own is pending, so
-//! the clock never jumps ahead of a commit.
+//! Every memory and SQLite test runs on tokio's paused clock, the SQLite ones included:
+//! their writer is a real thread, and no suite test awaits a write while a timer of its
+//! own is pending, so the clock never jumps ahead of a commit.
+//!
+//! The Redis tests run on the real clock, against a real server (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`), each under a key prefix of its own. A paused clock cannot
+//! work there: while a test awaits a reply from the Redis socket the runtime is idle, so
+//! a paused clock would jump to the next timer (a waiter's deadline) before the reply
+//! that should have woken it arrived. The suites' assertions are the same; their timeouts
+//! (at most a few seconds) are simply spent in real time when a test checks one.
 
 mod claims;
 mod deferrals;
 mod inbox;
 mod outbox;
 mod queries;
+mod redis;
 mod retention;
 mod sqlite;
 
@@ -39,6 +47,8 @@ struct Harness {
     store: Arc<dyn Store>,
     /// Declared after `store` so that the store is dropped (and its file closed) first.
     _dir: Option<TempDir>,
+    /// Deletes a Redis test's keys when the test ends.
+    _keys: Option<redis::TestKeys>,
 }
 
 /// Opens a fresh, empty store of one backend with the given claims' retention.
@@ -48,6 +58,7 @@ fn open_memory(retention: Duration) -> Harness {
     Harness {
         store: Arc::new(MemoryStore::new(retention)),
         _dir: None,
+        _keys: None,
     }
 }
 
@@ -57,6 +68,7 @@ fn open_sqlite(retention: Duration) -> Harness {
     Harness {
         store: Arc::new(store),
         _dir: Some(dir),
+        _keys: None,
     }
 }
 
@@ -71,18 +83,24 @@ fn open_sqlite_at(path: &Path, retention: Duration) -> SqliteStore {
     SqliteStore::open(path, options, fixtures::T0).expect("the sqlite store opens")
 }
 
-/// Instantiates every suite test for every backend, each on a paused clock.
+/// Instantiates every suite test for every backend: memory and SQLite on a paused clock,
+/// Redis on the real one (see the module docs).
 macro_rules! conformance {
     ($($suite:ident { $($test:ident),* $(,)? })*) => {
-        conformance!(@backend memory, crate::open_memory, $($suite { $($test),* })*);
-        conformance!(@backend sqlite_backend, crate::open_sqlite, $($suite { $($test),* })*);
+        conformance!(@backend memory, crate::open_memory, (start_paused = true),
+            $($suite { $($test),* })*);
+        conformance!(@backend sqlite_backend, crate::open_sqlite, (start_paused = true),
+            $($suite { $($test),* })*);
+        conformance!(@backend redis_backend, crate::redis::open_redis,
+            (flavor = "multi_thread", worker_threads = 2), $($suite { $($test),* })*);
     };
-    (@backend $backend:ident, $open:path, $($suite:ident { $($test:ident),* })*) => {
+    (@backend $backend:ident, $open:path, $runtime:tt,
+        $($suite:ident { $($test:ident),* })*) => {
         mod $backend {
             $(
                 mod $suite {
                     $(
-                        #[tokio::test(start_paused = true)]
+                        #[tokio::test $runtime]
                         async fn $test() {
                             crate::$suite::$test($open).await;
                         }
