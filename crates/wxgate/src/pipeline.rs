@@ -126,7 +126,7 @@ pub async fn handle_post(
     // whose claim committed always gets its handler.
     let kind_text = message.kind.clone();
     let admission = admit(gateway, account, &key, &inbound, message);
-    let (claimed, source) = admission
+    let mut admitted = admission
         .await
         .map_err(|e| GatewayError::Unavailable(format!("the admission task failed: {e}")))?
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -137,12 +137,12 @@ pub async fn handle_post(
         account,
         &key,
         &inbound,
-        &claimed,
-        source,
+        &mut admitted,
         started,
         &mut handler_ms,
     )
     .await?;
+    let claimed = admitted.claimed;
     gateway
         .metrics
         .answers
@@ -236,7 +236,7 @@ fn admit(
     key: &StoreKey,
     inbound: &Arc<Inbound>,
     message: NewMessage,
-) -> tokio::task::JoinHandle<Result<(Claimed, Source), StoreError>> {
+) -> tokio::task::JoinHandle<Result<Admitted, StoreError>> {
     let gateway = Arc::clone(gateway);
     let account = Arc::clone(account);
     let key = key.clone();
@@ -248,8 +248,15 @@ fn admit(
             Claim::First => Source::Local(spawn_handler(&gateway, &account, &key, &inbound)),
             Claim::InFlight | Claim::Done(_) => Source::Store,
         };
-        Ok((claimed, source))
+        Ok(Admitted { claimed, source })
     })
+}
+
+/// What the admission task made of an attempt: its claim, and where its completion will
+/// come from.
+struct Admitted {
+    claimed: Claimed,
+    source: Source,
 }
 
 /// Steps 5 and 6: get the reply of the one handler run, within the budget, or apply the
@@ -259,11 +266,12 @@ async fn decide(
     account: &Arc<Account>,
     key: &StoreKey,
     inbound: &Arc<Inbound>,
-    claimed: &Claimed,
-    mut source: Source,
+    admitted: &mut Admitted,
     started: Instant,
     handler_ms: &mut Option<u64>,
 ) -> Result<(Answered, AnswerKind), GatewayError> {
+    let Admitted { claimed, source } = admitted;
+    let claimed = &*claimed;
     let deadline = started + account.config.budget;
     match &claimed.claim {
         Claim::First => {}
