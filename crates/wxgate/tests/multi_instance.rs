@@ -240,12 +240,12 @@ fn start_instance(config: &Path) -> (Process, String) {
         .arg(config)
         .env_clear()
         .env("WXGATE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("wxgate serve starts");
-    // The log goes to standard output.
-    let log = child.stdout.take().expect("its log");
+    // The log goes to standard error.
+    let log = child.stderr.take().expect("its log");
     let url = watch_output(log, |line| {
         let line: Value = serde_json::from_str(line).ok()?;
         line["fields"]["url"].as_str().map(str::to_owned)

@@ -443,7 +443,7 @@ impl Claims for RedisStore {
             .arg(record_ttl)
             .arg(&inner.owner)
             .arg(&message.key.account)
-            .arg(message.key.dedup.to_string())
+            .arg(message.key.dedup.stable_text())
             .arg(&message.from_user_name)
             .arg(&message.kind)
             .arg(&message.inbound_json)
@@ -987,9 +987,10 @@ fn entry_from_fields(fields: Vec<Option<String>>) -> Result<InboxEntry, StoreErr
     })
 }
 
-/// A key's suffix: `account|dedup key` (account names contain no `|`).
+/// A key's suffix: `account|dedup key` (account names contain no `|`). The dedup key's
+/// stable text, never its `Display`, which masks the OpenID.
 fn suffix(key: &StoreKey) -> String {
-    format!("{}|{}", key.account, key.dedup)
+    format!("{}|{}", key.account, key.dedup.stable_text())
 }
 
 fn parse_suffix(suffix: &str) -> Result<StoreKey, StoreError> {

@@ -74,12 +74,22 @@ pub async fn distinct_keys_do_not_interfere(open: Opener) {
     let same_id_other_sender = message_key(ACCOUNT, "o-bob", 3);
     let same_key_other_account = message_key("other", "o-alice", 3);
     let event = event_key(ACCOUNT, "o-alice", 3);
+    // Two senders whose masked forms (first letter, last four) are the same: a backend
+    // that keyed by the dedup key's masked `Display` would merge them.
+    let masked_alike = message_key(ACCOUNT, "oAliceOpenId-f0rs", 4);
+    let masked_alike_too = message_key(ACCOUNT, "oBobbyOpenId-f0rs", 4);
+    assert_eq!(
+        masked_alike.dedup.to_string(),
+        masked_alike_too.dedup.to_string()
+    );
 
     for key in [
         &alice,
         &same_id_other_sender,
         &same_key_other_account,
         &event,
+        &masked_alike,
+        &masked_alike_too,
     ] {
         assert_eq!(claim(store, key, T0).await, claimed(Claim::First, 1));
     }
