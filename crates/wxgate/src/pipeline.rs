@@ -154,7 +154,7 @@ pub async fn handle_post(
         .inc();
     if let Err(e) = gateway
         .store
-        .record_answer(&key, kind, claimed.attempt)
+        .record_answer(&key, kind, claimed.attempt, gateway.clock.now_ms())
         .await
     {
         // The answer is already decided; failing the request now would lose it.

@@ -433,6 +433,15 @@ async fn one_message_in_detail() {
         assert_eq!(d["attempts"]["count"], 1);
         assert_eq!(d["attempts"]["last_answer"], "replied");
         assert_eq!(d["attempts"]["last_answer_attempt"], 1);
+        let answers = d["attempts"]["answers"].as_array().expect("every attempt");
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0]["attempt"], 1);
+        assert_eq!(answers[0]["answer"], "replied");
+        assert!(
+            answers[0]["at_ms"].as_i64().unwrap()
+                >= d["attempts"]["first_received_at_ms"].as_i64().unwrap(),
+            "answered after it arrived"
+        );
         assert!(d["handler"]["error"].is_null());
         assert_eq!(d["reply"]["type"], "text");
         assert!(d["reply_xml"]

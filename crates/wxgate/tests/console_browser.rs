@@ -280,6 +280,17 @@ async fn walk(browser: &Client, base: &str, broken: SocketAddr) {
         .await
         .unwrap();
     assert!(attempts.contains("replied on attempt 1"), "{attempts}");
+    let attempt_list = browser
+        .find(Locator::Css("#attempt-list"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        attempt_list.contains("attempt 1") && attempt_list.contains("replied"),
+        "every attempt with its time: {attempt_list}"
+    );
     screenshot(browser, "message").await;
 
     // A broken webhook: a failing verdict that says why.

@@ -264,6 +264,8 @@ async function messagePage() {
         el("p", { id: "attempts" }, `${d.attempts.count} deliver${d.attempts.count === 1 ? "y" : "ies"}; ` +
           `first at ${time(d.attempts.first_received_at_ms)}; last answer: ` +
           (d.attempts.last_answer ? `${d.attempts.last_answer} on attempt ${d.attempts.last_answer_attempt}` : "none yet")),
+        el("ol", { id: "attempt-list" }, ...(d.attempts.answers || []).map((a) =>
+          el("li", {}, `attempt ${a.attempt} · ${time(a.at_ms)} · ${a.answer}`))),
         d.deferred ? el("p", {}, "The reply waits for the follower's next message.") : null),
       section("处理 Handler",
         el("p", { id: "handler" }, handler ? `ran ${handler.duration_ms} ms` + (handler.error ? ` · failed: ${handler.error}` : " · ok") : "still running")),

@@ -313,6 +313,12 @@ async fn detail(gateway: &Gateway, account: &Account, entry: &InboxEntry) -> Val
             "first_received_at_ms": entry.received_at_ms,
             "last_answer": entry.last_answer.map(|(answer, _)| answer.as_str()),
             "last_answer_attempt": entry.last_answer.map(|(_, attempt)| attempt),
+            // Every attempt's answer, with its time, oldest first.
+            "answers": entry.answers.iter().map(|record| json!({
+                "attempt": record.attempt,
+                "answer": record.answer.as_str(),
+                "at_ms": record.at_ms,
+            })).collect::<Vec<_>>(),
         },
         "handler": completion.map(|c| json!({
             "duration_ms": c.handler_ms,

@@ -26,9 +26,9 @@ use wechat_proto::Reply;
 
 use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::{
-    AnswerKind, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health, Inbox,
-    InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox, Retention,
-    Store, StoreError, StoreKey,
+    AnswerKind, AnswerRecord, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState,
+    Health, Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
+    Retention, Store, StoreError, StoreKey, MAX_ANSWER_RECORDS,
 };
 
 /// A store kept in this process's memory. See the module docs.
@@ -98,6 +98,7 @@ impl Claims for MemoryStore {
                     attempts: 1,
                     completion: None,
                     last_answer: None,
+                    answers: Vec::new(),
                     deferred: false,
                 };
                 lock(&self.history).insert(record, entry);
@@ -139,9 +140,20 @@ impl Claims for MemoryStore {
         key: &StoreKey,
         answer: AnswerKind,
         attempt: u32,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         let record = self.live.record(key, "record_answer")?;
-        self.update(record, |entry| entry.last_answer = Some((answer, attempt)));
+        self.update(record, |entry| {
+            entry.last_answer = Some((answer, attempt));
+            if entry.answers.len() >= MAX_ANSWER_RECORDS {
+                entry.answers.remove(0);
+            }
+            entry.answers.push(AnswerRecord {
+                attempt,
+                answer,
+                at_ms,
+            });
+        });
         Ok(())
     }
 }

@@ -204,8 +204,55 @@ pub struct InboxEntry {
     pub completion: Option<Completion>,
     /// The last answer given and on which attempt.
     pub last_answer: Option<(AnswerKind, u32)>,
+    /// Every attempt's answer, with its time, oldest first (at most [`MAX_ANSWER_RECORDS`]).
+    #[serde(default)]
+    pub answers: Vec<AnswerRecord>,
     /// Whether the reply waits to be delivered with the sender's next message.
     pub deferred: bool,
+}
+
+/// The most answers an inbox entry keeps: WeChat delivers a message at most four times,
+/// so this only bounds what a misbehaving sender could make it store.
+pub const MAX_ANSWER_RECORDS: usize = 16;
+
+/// What one attempt answered, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    /// Which delivery of the message (1 for the first).
+    pub attempt: u32,
+    /// What it answered.
+    pub answer: AnswerKind,
+    /// When the answer left, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl AnswerRecord {
+    /// The record in the compact text form backends append to a message's answer log:
+    /// `attempt:answer:at_ms;`.
+    pub fn log_text(&self) -> String {
+        format!("{}:{}:{};", self.attempt, self.answer.as_str(), self.at_ms)
+    }
+
+    /// Reads an answer log written with [`AnswerRecord::log_text`], keeping the newest
+    /// [`MAX_ANSWER_RECORDS`]. Unreadable parts are skipped: the log is for showing.
+    pub fn parse_log(log: &str) -> Vec<AnswerRecord> {
+        let records: Vec<AnswerRecord> = log
+            .split(';')
+            .filter_map(|part| {
+                let mut fields = part.split(':');
+                let attempt = fields.next()?.parse().ok()?;
+                let answer = AnswerKind::parse(fields.next()?)?;
+                let at_ms = fields.next()?.parse().ok()?;
+                Some(AnswerRecord {
+                    attempt,
+                    answer,
+                    at_ms,
+                })
+            })
+            .collect();
+        let skip = records.len().saturating_sub(MAX_ANSWER_RECORDS);
+        records.into_iter().skip(skip).collect()
+    }
 }
 
 /// Which inbox entries to list. Every filter that is set must match.
@@ -440,12 +487,13 @@ pub trait Claims: Send + Sync + fmt::Debug + 'static {
         timeout: Duration,
     ) -> Result<Option<Completion>, StoreError>;
 
-    /// Records what attempt `attempt` answered.
+    /// Records what attempt `attempt` answered, at `at_ms` (Unix ms).
     async fn record_answer(
         &self,
         key: &StoreKey,
         answer: AnswerKind,
         attempt: u32,
+        at_ms: i64,
     ) -> Result<(), StoreError>;
 }
 

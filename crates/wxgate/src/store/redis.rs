@@ -57,9 +57,9 @@ use super::live::lock;
 use super::memory::duration_ms;
 use super::sqlite::INTERRUPTED;
 use super::{
-    AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
-    Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
-    Retention, Store, StoreError, StoreKey,
+    AnswerKind, AnswerRecord, Claim, Claimed, Claims, Completion, Deferrals, Delivery,
+    DeliveryState, Health, Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats,
+    NewMessage, Outbox, Retention, Store, StoreError, StoreKey,
 };
 
 /// How long a lease lives without a heartbeat: after it, the instance counts as dead. The
@@ -529,14 +529,21 @@ impl Claims for RedisStore {
         key: &StoreKey,
         answer: AnswerKind,
         attempt: u32,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         let inner = &*self.inner;
+        let logged = AnswerRecord {
+            attempt,
+            answer,
+            at_ms,
+        };
         let written: i64 = scripts::ANSWER
             .prepare_invoke()
             .arg(&inner.prefix)
             .arg(suffix(key))
             .arg(answer.as_str())
             .arg(attempt)
+            .arg(logged.log_text())
             .invoke_async(&mut inner.conn())
             .await
             .map_err(backend)?;
@@ -813,8 +820,8 @@ impl Inbox for RedisReader {
 }
 
 /// The record fields a listing reads, in the order [`entry_from_fields`] decodes them.
-const LIST_FIELDS: [&str; 11] = [
-    "account", "dedup", "from", "kind", "json", "at", "n", "done", "ans", "ansn", "def",
+const LIST_FIELDS: [&str; 12] = [
+    "account", "dedup", "from", "kind", "json", "at", "n", "done", "ans", "ansn", "def", "anss",
 ];
 
 /// How many index members a page reads per round trip, at least.
@@ -973,6 +980,10 @@ fn entry_from_fields(fields: Vec<Option<String>>) -> Result<InboxEntry, StoreErr
         _ => None,
     };
     let deferred = next().as_deref() == Some("1");
+    let answers = next()
+        .as_deref()
+        .map(AnswerRecord::parse_log)
+        .unwrap_or_default();
     Ok(InboxEntry {
         account,
         dedup_key,
@@ -983,6 +994,7 @@ fn entry_from_fields(fields: Vec<Option<String>>) -> Result<InboxEntry, StoreErr
         attempts,
         completion,
         last_answer,
+        answers,
         deferred,
     })
 }

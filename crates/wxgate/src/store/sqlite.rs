@@ -62,9 +62,9 @@ use self::writer::{InsertRow, Op, Responder, RowUpdate};
 use super::live::{lock, Decision, Deferral, Live, RecordId};
 use super::memory::duration_ms;
 use super::{
-    AnswerKind, Claim, Claimed, Claims, Completion, Deferrals, Delivery, DeliveryState, Health,
-    Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats, NewMessage, Outbox,
-    Retention, Store, StoreError, StoreKey,
+    AnswerKind, AnswerRecord, Claim, Claimed, Claims, Completion, Deferrals, Delivery,
+    DeliveryState, Health, Inbox, InboxCursor, InboxEntry, InboxPage, InboxQuery, InboxStats,
+    NewMessage, Outbox, Retention, Store, StoreError, StoreKey,
 };
 use crate::clock::{SystemClock, WallClock};
 
@@ -437,11 +437,18 @@ impl Claims for SqliteStore {
         key: &StoreKey,
         answer: AnswerKind,
         attempt: u32,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         let record = self.live.record(key, "record_answer")?;
+        let logged = AnswerRecord {
+            attempt,
+            answer,
+            at_ms,
+        };
         self.update(RowUpdate {
             id: record.id,
             answer: Some((answer, attempt)),
+            answers_log: Some(logged.log_text()),
             ..RowUpdate::default()
         })
     }
@@ -862,8 +869,8 @@ fn key_hash(account: &str, dedup: &str) -> i64 {
 /// The columns of [`LIST_COLUMNS`] followed by the row id, which pages use as the
 /// tie-breaking sequence of a cursor.
 const PAGE_COLUMNS: &str = "SELECT account, dedup_key, from_user_name, kind, inbound_json,
-    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, id
-    FROM inbox";
+    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, answers,
+    id FROM inbox";
 
 /// Reads one page of the inbox entries `query` asks for, newest first.
 ///
@@ -964,7 +971,7 @@ fn list_entries(conn: &Connection, query: &InboxQuery) -> Result<InboxPage, Stor
         let entry = entry_from_row(row)?;
         last = Some(InboxCursor {
             received_at_ms: entry.received_at_ms,
-            seq: row.get(11).map_err(backend)?,
+            seq: row.get(12).map_err(backend)?,
         });
         entries.push(entry);
     }
@@ -1015,6 +1022,12 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<InboxEntry, StoreError> {
             .map(decode_completion)
             .transpose()?,
         last_answer,
+        answers: row
+            .get::<_, Option<String>>(11)
+            .map_err(backend)?
+            .as_deref()
+            .map(AnswerRecord::parse_log)
+            .unwrap_or_default(),
         deferred: row.get(10).map_err(backend)?,
     })
 }

@@ -265,7 +265,7 @@ pub async fn writes_to_unclaimed_keys_fail(open: Opener) {
     let key = message_key(ACCOUNT, "o-nobody", 10);
     assert!(store.complete(&key, &replied("lost")).await.is_err());
     assert!(store
-        .record_answer(&key, AnswerKind::Replied, 1)
+        .record_answer(&key, AnswerKind::Replied, 1, T0)
         .await
         .is_err());
     assert!(store.defer_reply(&key).await.is_err());

@@ -3,7 +3,7 @@
 
 use super::fixtures::*;
 use super::*;
-use wxgate::store::Health;
+use wxgate::store::{AnswerRecord, Health};
 
 pub async fn the_inbox_records_attempts_completion_and_answer(open: Opener) {
     let harness = open(DEFAULT_RETENTION);
@@ -22,7 +22,7 @@ pub async fn the_inbox_records_attempts_completion_and_answer(open: Opener) {
     assert_eq!(entries[0].last_answer, None);
 
     store
-        .record_answer(&key, AnswerKind::Held, 1)
+        .record_answer(&key, AnswerKind::Held, 1, T0 + 5_500)
         .await
         .expect("record_answer");
     claim(store, &key, T0 + 5_000).await;
@@ -31,7 +31,7 @@ pub async fn the_inbox_records_attempts_completion_and_answer(open: Opener) {
         .await
         .expect("complete");
     store
-        .record_answer(&key, AnswerKind::Replied, 2)
+        .record_answer(&key, AnswerKind::Replied, 2, T0 + 5_020)
         .await
         .expect("record_answer");
 
@@ -50,6 +50,22 @@ pub async fn the_inbox_records_attempts_completion_and_answer(open: Opener) {
     assert_eq!(entry.attempts, 2);
     assert_eq!(entry.completion, Some(replied("hi")));
     assert_eq!(entry.last_answer, Some((AnswerKind::Replied, 2)));
+    assert_eq!(
+        entry.answers,
+        [
+            AnswerRecord {
+                attempt: 1,
+                answer: AnswerKind::Held,
+                at_ms: T0 + 5_500,
+            },
+            AnswerRecord {
+                attempt: 2,
+                answer: AnswerKind::Replied,
+                at_ms: T0 + 5_020,
+            },
+        ],
+        "every attempt's answer and time, in the order they were recorded"
+    );
     assert!(!entry.deferred);
 }
 

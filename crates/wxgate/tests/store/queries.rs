@@ -121,7 +121,7 @@ async fn fill(store: &dyn Store) {
                 )
                 .await
                 .unwrap();
-            store.record_answer(&key, answer, 1).await.unwrap();
+            store.record_answer(&key, answer, 1, at).await.unwrap();
         }
     }
     store.flush().await.unwrap();

@@ -20,7 +20,7 @@ async fn claims_completions_answers_and_deferred_replies_survive_a_restart() {
             .await
             .expect("complete");
         store
-            .record_answer(&answered, AnswerKind::Replied, 1)
+            .record_answer(&answered, AnswerKind::Replied, 1, T0 + 10)
             .await
             .expect("record_answer");
         claim(&store, &deferred, T0 + 1).await;

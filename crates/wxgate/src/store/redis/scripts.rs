@@ -120,8 +120,9 @@ return {'running'}
     )
 });
 
-/// Records the answer of one attempt. ARGV: prefix, suffix, kind, attempt. Returns 0 when
-/// the key has no live claim.
+/// Records the answer of one attempt and appends it to the record's answer log (bounded to
+/// 1 KiB). ARGV: prefix, suffix, kind, attempt, log text. Returns 0 when the key has no
+/// live claim.
 pub(super) static ANSWER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -130,6 +131,8 @@ if not id then return 0 end
 local rk = ARGV[1] .. 'r:' .. id
 if redis.call('EXISTS', rk) == 0 then return 0 end
 redis.call('HSET', rk, 'ans', ARGV[3], 'ansn', ARGV[4])
+local log = redis.call('HGET', rk, 'anss') or ''
+if #log < 1024 then redis.call('HSET', rk, 'anss', log .. ARGV[5]) end
 return 1
 ",
     )

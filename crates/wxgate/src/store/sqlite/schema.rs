@@ -21,7 +21,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const CACHE_KIB: i64 = 16 * 1024;
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The schema. `inbox` keeps every message inside the inbox retention: a key that expired
 /// and arrived again gets a new row, so history is never overwritten. Row ids are
@@ -83,6 +83,10 @@ DROP INDEX IF EXISTS inbox_running;
 DROP INDEX IF EXISTS inbox_by_account_received;
 ";
 
+/// Version 3: every attempt's answer and time, as an appended log (see
+/// `AnswerRecord::log_text`), for the console's message detail.
+pub(super) const SCHEMA_V3: &str = "ALTER TABLE inbox ADD COLUMN answers TEXT;";
+
 /// Inserts the row of a first claim, with the id the store allocated.
 pub(super) const SQL_INSERT: &str = "
 INSERT INTO inbox (id, key_order, key_hash, account, dedup_key, from_user_name, kind,
@@ -96,7 +100,9 @@ UPDATE inbox SET
     completion_json = coalesce(?3, completion_json),
     answer_kind     = coalesce(?4, answer_kind),
     answer_attempt  = coalesce(?5, answer_attempt),
-    deferred        = coalesce(?6, deferred)
+    deferred        = coalesce(?6, deferred),
+    answers         = CASE WHEN ?7 IS NULL OR length(coalesce(answers, '')) >= 1024
+                           THEN answers ELSE coalesce(answers, '') || ?7 END
  WHERE id = ?1";
 
 /// Settles every running claim of the file as interrupted: at open (the process that ran
@@ -146,7 +152,7 @@ pub(super) const SQL_OUTBOX_STATE: &str =
 /// The columns `list` reads, in the order `entry_from_row` expects.
 pub(super) const LIST_COLUMNS: &str =
     "SELECT account, dedup_key, from_user_name, kind, inbound_json,
-    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred
+    received_at_ms, attempts, completion_json, answer_kind, answer_attempt, deferred, answers
     FROM inbox";
 
 /// Opens one connection with the settings both connections need.
@@ -177,6 +183,9 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), StoreError> {
         }
         if version < 2 {
             conn.execute_batch(SCHEMA_V2)?;
+        }
+        if version < 3 {
+            conn.execute_batch(SCHEMA_V3)?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         conn.execute_batch("COMMIT")?;

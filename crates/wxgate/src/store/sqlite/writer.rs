@@ -106,6 +106,8 @@ pub(super) struct RowUpdate {
     pub(super) completion_json: Option<String>,
     pub(super) answer: Option<(AnswerKind, u32)>,
     pub(super) deferred: Option<bool>,
+    /// Answer records to append to the row's log, in order.
+    pub(super) answers_log: Option<String>,
 }
 
 impl RowUpdate {
@@ -120,6 +122,11 @@ impl RowUpdate {
         }
         if later.deferred.is_some() {
             self.deferred = later.deferred;
+        }
+        if let Some(log) = later.answers_log {
+            self.answers_log
+                .get_or_insert_with(String::new)
+                .push_str(&log);
         }
     }
 }
@@ -354,6 +361,7 @@ impl Writer {
                 update.answer.map(|(kind, _)| kind.as_str()),
                 update.answer.map(|(_, attempt)| attempt),
                 update.deferred,
+                update.answers_log,
             ])?;
         }
         Ok(())
