@@ -6,6 +6,8 @@
 # Usage: bench/http.sh            (from anywhere; about two minutes with the defaults)
 # Environment knobs: DURATION (seconds measured per run, default 8), WARMUP (default 1),
 # CONNECTIONS (default "16 64"), STORE (the backends to run, default "sqlite memory"),
+# ACCESS_LOG=off (writes `[log] access = false`: no per-message log line; binaries from
+# before that setting refuse it),
 # WXGATE and FLOOR (binaries to measure instead of building this checkout's, e.g. an older
 # build for a before/after in one run; nothing is built when both are given),
 # CARGO_TARGET_DIR (as cargo uses it). STORE="memory redis" measures the Redis store (on a
@@ -114,6 +116,7 @@ write_config() {
     echo "backend = \"$store\""
     if [ "$store" = sqlite ]; then echo "path = \"$WORK/bench.db\""; fi
     if [ "$store" = redis ]; then echo "url = \"redis://127.0.0.1:$REDIS_PORT/0\""; fi
+    if [ "${ACCESS_LOG:-on}" = off ]; then printf '[log]\naccess = false\n'; fi
     cat <<EOF
 [[accounts]]
 name = "bench"
