@@ -5,7 +5,9 @@
 //! `msg_signature`, the decryption and the AppID have all been checked; the message is
 //! recorded by the store's atomic claim before any answer leaves; and the handler runs
 //! only for the attempt that won the claim, in its own task, so WeChat's retries wait for
-//! that same work instead of starting it again.
+//! that same work instead of starting it again. The claim and the spawn of that handler
+//! happen in one admission task the request only awaits, so a client that goes away
+//! cannot separate them (cancel safety, see ARCHITECTURE.md).
 //!
 //! The per-attempt deadline is the one clock of the gateway: `tokio::time::Instant`
 //! (pausable in tests) plus the account's budget.
@@ -55,7 +57,7 @@ pub struct Outcome {
     pub claim: &'static str,
     /// Which delivery of the message this was (1 for the first).
     pub attempt: u32,
-    /// The handler's own time, when this attempt knows it (a stored completion).
+    /// The handler's own time, when this attempt saw its completion.
     pub handler_ms: Option<u64>,
     /// The message kind: `text`, `event:subscribe`, …
     pub kind: String,
