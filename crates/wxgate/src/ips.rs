@@ -97,27 +97,14 @@ async fn call(
     api_base: &str,
     token: &str,
 ) -> Result<Vec<String>, PushError> {
-    let response = http
+    let request = http
         .get(format!(
             "{}/cgi-bin/getcallbackip",
             api_base.trim_end_matches('/')
         ))
         .query(&[("access_token", token)])
-        .timeout(TIMEOUT)
-        .send()
-        .await
-        // `without_url`: the URL carries the access token.
-        .map_err(|e| PushError::Network(e.without_url().to_string()))?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        return Err(PushError::Status(status));
-    }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| PushError::Network(e.without_url().to_string()))?;
-    let answer: Answer =
-        serde_json::from_slice(&bytes).map_err(|e| PushError::BadAnswer(e.to_string()))?;
+        .timeout(TIMEOUT);
+    let answer: Answer = crate::push::client::call_api(request).await?;
     match (answer.errcode, answer.ip_list) {
         (None | Some(0), Some(list)) => Ok(list),
         (None | Some(0), None) => Err(PushError::BadAnswer("no ip_list".to_owned())),

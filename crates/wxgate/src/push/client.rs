@@ -125,25 +125,13 @@ impl CustomerServiceClient {
     }
 
     async fn post(&self, token: &str, body: &Value) -> Result<(), PushError> {
-        let response = self
+        let request = self
             .http
             .post(format!("{}/cgi-bin/message/custom/send", self.api_base))
             .query(&[("access_token", token)])
             .json(body)
-            .timeout(SEND_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| PushError::Network(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            return Err(PushError::Status(status));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| PushError::Network(e.without_url().to_string()))?;
-        let answer: ApiAnswer =
-            serde_json::from_slice(&bytes).map_err(|e| PushError::BadAnswer(e.to_string()))?;
+            .timeout(SEND_TIMEOUT);
+        let answer: ApiAnswer = call_api(request).await?;
         match answer.errcode {
             None | Some(0) => Ok(()),
             Some(code) => Err(PushError::Api {
@@ -152,6 +140,27 @@ impl CustomerServiceClient {
             }),
         }
     }
+}
+
+/// Sends one call to WeChat's API and reads its JSON answer: a status other than 200, an
+/// unreadable body and a network failure are each their own [`PushError`]. Errors never
+/// carry the URL, whose query holds the access token.
+pub(crate) async fn call_api<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, PushError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| PushError::Network(e.without_url().to_string()))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(PushError::Status(status));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| PushError::Network(e.without_url().to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| PushError::BadAnswer(e.to_string()))
 }
 
 #[cfg(test)]
