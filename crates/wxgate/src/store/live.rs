@@ -364,27 +364,45 @@ impl Live {
         Some((record, key, reply))
     }
 
-    /// Forgets claims that arrived before `horizon_ms` (at most `batch` of them) and the
-    /// deferred replies of records that arrived before `history_horizon_ms`.
-    pub(crate) fn sweep(&self, horizon_ms: i64, history_horizon_ms: Option<i64>, batch: usize) {
+    /// Forgets claims that arrived before `horizon_ms` (about `batch` of them at most) and
+    /// the deferred replies of records that arrived before `history_horizon_ms`. Returns
+    /// how many expired arrivals it went through.
+    pub(crate) fn sweep(
+        &self,
+        horizon_ms: i64,
+        history_horizon_ms: Option<i64>,
+        batch: usize,
+    ) -> usize {
+        // Round-robin over the shards, a few arrivals from each per pass, so that no lock
+        // is held long and an unlucky shard with more expired claims is still emptied
+        // before the batch is spent.
         let per_shard = batch.div_ceil(SHARDS).max(1);
-        for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let Shard { claims, arrivals } = &mut *shard;
-            for _ in 0..per_shard {
-                match arrivals.front() {
-                    Some((record, _)) if record.received_at_ms < horizon_ms => {}
-                    _ => break,
+        let mut swept = 0;
+        while swept < batch {
+            let swept_before = swept;
+            for shard in self.shards.iter() {
+                let mut shard = lock(shard);
+                let Shard { claims, arrivals } = &mut *shard;
+                for _ in 0..per_shard {
+                    match arrivals.front() {
+                        Some((record, _))
+                            if record.received_at_ms < horizon_ms && swept < batch => {}
+                        _ => break,
+                    }
+                    let Some((record, key)) = arrivals.pop_front() else {
+                        break;
+                    };
+                    swept += 1;
+                    // Only the claim made under this arrival goes; a newer claim of the
+                    // key has its own arrival further back in the queue.
+                    if claims.get(&key).is_some_and(|live| live.record == record) {
+                        claims.remove(&key);
+                        self.claims.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
-                let Some((record, key)) = arrivals.pop_front() else {
-                    break;
-                };
-                // Only the claim made under this arrival goes; a newer claim of the key
-                // has its own arrival further back in the queue.
-                if claims.get(&key).is_some_and(|live| live.record == record) {
-                    claims.remove(&key);
-                    self.claims.fetch_sub(1, Ordering::Relaxed);
-                }
+            }
+            if swept == swept_before {
+                break;
             }
         }
         if let Some(history_horizon_ms) = history_horizon_ms {
@@ -394,6 +412,7 @@ impl Live {
                 !replies.is_empty()
             });
         }
+        swept
     }
 
     /// How many claims are live.

@@ -292,9 +292,9 @@ impl Store for MemoryStore {
             .retention
             .inbox
             .map(|inbox| now_ms.saturating_sub(duration_ms(inbox)));
-        self.live.sweep(claims_horizon, history_horizon, batch);
+        let swept = self.live.sweep(claims_horizon, history_horizon, batch);
         let Some(horizon) = history_horizon else {
-            return Ok(0);
+            return Ok(swept);
         };
         let removed = {
             let mut history = lock(&self.history);
@@ -312,7 +312,7 @@ impl Store for MemoryStore {
         };
         lock(&self.outbox).retain(|_, (delivery, _)| delivery.created_at_ms >= horizon);
         self.pruned.fetch_add(removed as u64, Ordering::Relaxed);
-        Ok(removed)
+        Ok(removed.max(swept))
     }
 
     fn retention(&self) -> Retention {

@@ -549,8 +549,8 @@ pub trait Outbox: Send + Sync + fmt::Debug + 'static {
 pub trait Store: Claims + Deferrals + Inbox + Outbox {
     /// Removes history older than the inbox retention (at most about `batch` records per
     /// call, so that each call holds the backend only briefly) and forgets expired claims.
-    /// Returns how many messages were removed; the caller repeats while that equals
-    /// `batch`.
+    /// Returns how much it removed (messages, or expired claims, whichever is more); the
+    /// caller repeats while that reaches `batch`.
     async fn prune(&self, now_ms: i64, batch: usize) -> Result<usize, StoreError>;
 
     /// The retention the store was opened with.

@@ -595,20 +595,22 @@ impl Store for SqliteStore {
             .retention
             .inbox
             .map(|inbox| now_ms.saturating_sub(duration_ms(inbox)));
-        self.live.sweep(
+        let swept = self.live.sweep(
             now_ms.saturating_sub(duration_ms(self.retention.claims)),
             history_horizon,
             batch,
         );
         let Some(before_ms) = history_horizon else {
-            return Ok(0);
+            return Ok(swept);
         };
-        self.write(|respond| Op::Prune {
-            before_ms,
-            batch,
-            respond,
-        })
-        .await
+        let removed = self
+            .write(|respond| Op::Prune {
+                before_ms,
+                batch,
+                respond,
+            })
+            .await?;
+        Ok(removed.max(swept))
     }
 
     fn retention(&self) -> Retention {
