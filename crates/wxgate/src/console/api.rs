@@ -96,8 +96,10 @@ pub struct MessagesQuery {
     cursor: Option<String>,
 }
 
-/// The answers the `answer` filter knows.
-const ANSWERS: [&str; 8] = [
+/// The answers the `answer` filter knows: every [`AnswerKind`](crate::store::AnswerKind)
+/// name, then `failed` and `pending` (see `InboxQuery::answer`). The inbox page's select
+/// offers the same list.
+pub(super) const ANSWERS: [&str; 8] = [
     "replied",
     "success",
     "acked",
@@ -417,6 +419,16 @@ pub async fn overview(State(console): State<Arc<Console>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_filter_knows_every_answer_kind() {
+        let kinds: Vec<&str> = crate::store::AnswerKind::ALL
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect();
+        assert_eq!(ANSWERS[..kinds.len()], kinds[..]);
+        assert_eq!(ANSWERS[kinds.len()..], ["failed", "pending"]);
+    }
 
     #[test]
     fn summaries_say_what_arrived() {

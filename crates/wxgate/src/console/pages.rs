@@ -311,19 +311,10 @@ pub async fn inbox(
             escape(label)
         );
     }
-    let answers: String = [
-        "replied",
-        "success",
-        "acked",
-        "held",
-        "still_working",
-        "delivered_deferred",
-        "failed",
-        "pending",
-    ]
-    .iter()
-    .map(|a| format!("<option value=\"{a}\">{a}</option>"))
-    .collect();
+    let answers: String = super::api::ANSWERS
+        .iter()
+        .map(|a| format!("<option value=\"{a}\">{a}</option>"))
+        .collect();
     let body = format!(
         "<h1>消息 Inbox <span id=\"live\" class=\"badge\">connecting…</span></h1>\
 <form id=\"filters\" class=\"filters\">\
